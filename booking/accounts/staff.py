@@ -1,0 +1,69 @@
+"""Staff keys: created with a role, shown once, stored as a hash."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.accounts.models import StaffKey, StaffRole
+
+KEY_SCHEME = "bosk"
+
+
+class StaffKeyExists(Exception):
+    """A staff key with that name already exists."""
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    id: uuid.UUID
+    name: str
+    role: StaffRole
+    secret: str
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _split(secret: str) -> tuple[str, str] | None:
+    parts = secret.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_SCHEME or len(parts[1]) != 12:
+        return None
+    return parts[1], parts[2]
+
+
+async def create_key(session: AsyncSession, name: str, role: StaffRole) -> IssuedKey:
+    """Create a key and return its secret, which is never shown again. Does not commit.
+
+    Raises:
+        StaffKeyExists: ``name`` is taken (revoked keys keep their names, for the audit log).
+    """
+    if await session.scalar(select(StaffKey.id).where(StaffKey.name == name)) is not None:
+        raise StaffKeyExists(name)
+    prefix = secrets.token_hex(6)
+    secret = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
+    key = StaffKey(name=name, role=role, key_prefix=prefix, key_hash=_hash(secret))
+    session.add(key)
+    await session.flush()
+    return IssuedKey(id=key.id, name=name, role=role, secret=secret)
+
+
+async def authenticate(session: AsyncSession, secret: str) -> StaffKey | None:
+    """The live key ``secret`` belongs to, or None. Compares hashes in constant time."""
+    split = _split(secret)
+    if split is None:
+        return None
+    key = await session.scalar(
+        select(StaffKey).where(StaffKey.key_prefix == split[0], StaffKey.revoked_at.is_(None))
+    )
+    if key is None or not hmac.compare_digest(key.key_hash, _hash(secret)):
+        return None
+    await session.execute(update(StaffKey).where(StaffKey.id == key.id).values(last_used_at=func.now()))
+    return key

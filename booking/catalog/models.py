@@ -1,0 +1,178 @@
+"""Venues, seating layouts and events: what can be sold, where and when."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from booking.db import Base, now_default, state_enum, uuid_pk
+
+CURRENCY_CHECK = "currency ~ '^[A-Z]{3}$'"
+
+
+class EventStatus(enum.StrEnum):
+    """Where an event is in its life. Whether tickets can be bought right now also depends on
+    the on-sale window, which the database clock judges, so ``on_sale`` means "selling when
+    the window is open" and ``paused`` is an operator's stop."""
+
+    DRAFT = "draft"
+    ON_SALE = "on_sale"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+
+
+class Category(enum.StrEnum):
+    MUSIC = "music"
+    COMEDY = "comedy"
+    THEATRE = "theatre"
+    SPORTS = "sports"
+    FAMILY = "family"
+    CLASSICAL = "classical"
+    FESTIVAL = "festival"
+    TALK = "talk"
+
+
+class Venue(Base):
+    __tablename__ = "venues"
+    __table_args__ = (
+        CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude_range"),
+        CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude_range"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(String(300), server_default="")
+    city: Mapped[str] = mapped_column(String(120))
+    country: Mapped[str] = mapped_column(String(2))
+    latitude: Mapped[float] = mapped_column(Float)
+    longitude: Mapped[float] = mapped_column(Float)
+    timezone: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = now_default()
+
+
+class SeatingLayout(Base):
+    """One way of arranging a venue (all-seated concert, in-the-round, standing floor...)."""
+
+    __tablename__ = "seating_layouts"
+    __table_args__ = (UniqueConstraint("venue_id", "name"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    venue_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("venues.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[dt.datetime] = now_default()
+
+
+class Section(Base):
+    __tablename__ = "sections"
+    __table_args__ = (UniqueConstraint("layout_id", "name"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    layout_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("seating_layouts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(120))
+    sort_order: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class SeatRow(Base):
+    __tablename__ = "seat_rows"
+    __table_args__ = (UniqueConstraint("section_id", "label"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    section_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sections.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(16))
+    sort_order: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class Seat(Base):
+    """A physical seat. ``x``/``y`` place it on the seat map (arbitrary units, origin top-left)."""
+
+    __tablename__ = "seats"
+    __table_args__ = (UniqueConstraint("row_id", "number"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    row_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("seat_rows.id", ondelete="CASCADE"))
+    number: Mapped[str] = mapped_column(String(16))
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    accessible: Mapped[bool] = mapped_column(Boolean, server_default="false")
+
+
+class GAArea(Base):
+    """A general-admission area: unnamed places up to a capacity."""
+
+    __tablename__ = "ga_areas"
+    __table_args__ = (
+        UniqueConstraint("layout_id", "name"),
+        CheckConstraint("capacity > 0", name="capacity_positive"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    layout_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("seating_layouts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(120))
+    capacity: Mapped[int] = mapped_column(Integer)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        CheckConstraint("onsale_starts_at < onsale_ends_at", name="onsale_window_ordered"),
+        CheckConstraint("onsale_ends_at <= ends_at", name="onsale_ends_by_event_end"),
+        CheckConstraint("starts_at < ends_at", name="event_window_ordered"),
+        Index("ix_events_starts_at", "starts_at"),
+        Index("ix_events_city_starts_at", "city", "starts_at"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    slug: Mapped[str] = mapped_column(String(120), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    performer: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    category: Mapped[Category] = mapped_column(state_enum(Category, "category"))
+    venue_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("venues.id"), index=True)
+    layout_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("seating_layouts.id"))
+    # The venue's city, copied so search filters and ranks on one table.
+    city: Mapped[str] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64))
+    starts_at: Mapped[dt.datetime]
+    ends_at: Mapped[dt.datetime]
+    onsale_starts_at: Mapped[dt.datetime]
+    onsale_ends_at: Mapped[dt.datetime]
+    status: Mapped[EventStatus] = mapped_column(
+        state_enum(EventStatus, "status"), server_default=EventStatus.DRAFT.value
+    )
+    created_at: Mapped[dt.datetime] = now_default()
+
+
+class PriceTier(Base):
+    """A price for some of an event's units. A GA tier names the area it sells."""
+
+    __tablename__ = "price_tiers"
+    __table_args__ = (
+        UniqueConstraint("event_id", "name"),
+        CheckConstraint("price_minor >= 0", name="price_not_negative"),
+        CheckConstraint(CURRENCY_CHECK, name="currency_iso"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    price_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    ga_area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ga_areas.id"))
+    sort_order: Mapped[int] = mapped_column(Integer, server_default="0")

@@ -1,0 +1,111 @@
+"""Database plumbing: the declarative base, engines and sessions.
+
+Engines are created per event loop by their owner (the API's lifespan, a job, a CLI
+command) and never shared across loops: RQ runs every async job on a fresh loop, and an
+asyncpg/psycopg connection is bound to the loop that opened it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import DateTime, Enum, MetaData, create_engine, func, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so migrations can drop and alter them by name on any server.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        dt.datetime: DateTime(timezone=True),
+        uuid.UUID: PG_UUID(as_uuid=True),
+        dict[str, Any]: JSONB,
+    }
+
+
+def uuid_pk() -> Mapped[uuid.UUID]:
+    """A random UUID primary key: ids that leave the system must not be guessable or counted."""
+    return mapped_column(primary_key=True, server_default=text("gen_random_uuid()"))
+
+
+def now_default() -> Mapped[dt.datetime]:
+    """A timestamp column defaulting to the database clock, the only clock Boxoffice trusts."""
+    return mapped_column(server_default=func.now())
+
+
+def state_enum(enum_cls: type[enum.StrEnum], name: str) -> Enum:
+    """A state column stored as text with a CHECK of its allowed values.
+
+    Text plus CHECK rather than a native PostgreSQL enum: adding a state is then a plain
+    constraint swap inside a migration, with no ALTER TYPE outside a transaction.
+    """
+    return Enum(
+        enum_cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        validate_strings=True,
+        length=max(len(member.value) for member in enum_cls),
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+def normalize_url(url: str) -> str:
+    """Pin every PostgreSQL URL to the psycopg 3 driver, the only one Boxoffice ships."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+asyncpg"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+LOCK_TIMEOUT = "3s"
+
+
+def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    # Every transaction of the application gives up waiting for a row lock after 3 s: a
+    # pile-up becomes a clear "busy, retry" error instead of a hung request.
+    # No pre-ping (a round trip per checkout): a connection found dead fails its one request
+    # with a 503, and SQLAlchemy then discards the whole pool.
+    options: dict[str, Any] = {
+        "pool_recycle": 1800,
+        "connect_args": {"options": f"-c lock_timeout={LOCK_TIMEOUT}"},
+    }
+    if "poolclass" not in kwargs:
+        options.update(pool_size=10, max_overflow=20)
+    options.update(kwargs)
+    return create_async_engine(normalize_url(url), **options)
+
+
+def make_sync_engine(url: str, **kwargs: Any) -> Engine:
+    return create_engine(normalize_url(url), **kwargs)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def engine_scope(url: str, **kwargs: Any) -> AsyncIterator[AsyncEngine]:
+    """An engine that lives exactly as long as the block (and so, its event loop)."""
+    engine = make_async_engine(url, **kwargs)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()

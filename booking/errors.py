@@ -1,0 +1,161 @@
+"""Domain errors, and the one place their user-facing wording lives.
+
+Each error has a stable ``code`` (the problem ``type`` the API answers with) and a
+``status`` hint for HTTP. Entry points translate; they never invent their own wording.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class BookingError(Exception):
+    code: ClassVar[str] = "booking-error"
+    title: ClassVar[str] = "The request could not be completed"
+    status: ClassVar[int] = 400
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+
+class InvalidCursor(BookingError):
+    code = "invalid-cursor"
+    title = "The pagination cursor is not valid"
+    status = 400
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__("Use the next_cursor value from a previous page, unchanged.")
+        self.cursor = cursor
+
+
+class EventNotFound(BookingError):
+    code = "event-not-found"
+    title = "No such event"
+    status = 404
+
+
+class SaleNotOpen(BookingError):
+    code = "sale-not-open"
+    title = "Tickets for this event are not on sale right now"
+    status = 409
+
+
+class TierNotFound(BookingError):
+    code = "tier-not-found"
+    title = "No such general-admission tier for this event"
+    status = 404
+
+
+class InvalidRequest(BookingError):
+    code = "invalid-request"
+    title = "The request is not valid"
+    status = 400
+
+
+class UnknownSeats(BookingError):
+    code = "unknown-seats"
+    title = "Some seats do not exist at this event"
+    status = 400
+
+    def __init__(self, seat_ids: list[int]) -> None:
+        super().__init__(f"Not seats of this event: {', '.join(map(str, seat_ids))}.", seat_ids=seat_ids)
+        self.seat_ids = seat_ids
+
+
+class SeatsTaken(BookingError):
+    code = "seats-taken"
+    title = "Some of the seats are no longer available"
+    status = 409
+
+    def __init__(self, seat_ids: list[int]) -> None:
+        super().__init__(
+            f"Already taken: {', '.join(map(str, seat_ids))}. Nothing was held; pick other seats.",
+            seat_ids=seat_ids,
+        )
+        self.seat_ids = seat_ids
+
+
+class SoldOut(BookingError):
+    code = "sold-out"
+    title = "This tier is sold out"
+    status = 409
+
+
+class NotEnoughLeft(BookingError):
+    code = "not-enough-left"
+    title = "Fewer tickets are left in this tier than asked for"
+    status = 409
+
+    def __init__(self, remaining: int) -> None:
+        super().__init__(f"Only {remaining} left; nothing was held.", remaining=remaining)
+        self.remaining = remaining
+
+
+class TicketCapReached(BookingError):
+    code = "ticket-cap-reached"
+    title = "That would exceed the ticket limit for this event"
+    status = 409
+
+    def __init__(self, cap: int, already: int) -> None:
+        super().__init__(
+            f"The limit is {cap} tickets per person for this event; you already have {already}.",
+            cap=cap,
+            already=already,
+        )
+
+
+class HoldNotFound(BookingError):
+    code = "hold-not-found"
+    title = "No such hold"
+    status = 404
+
+
+class HoldExpired(BookingError):
+    code = "hold-expired"
+    title = "The hold has expired"
+    status = 409
+
+
+class HoldStateConflict(BookingError):
+    code = "hold-state-conflict"
+    title = "The hold cannot do that in its current state"
+    status = 409
+
+    def __init__(self, state: str, action: str) -> None:
+        super().__init__(f"Cannot {action} a hold that is {state}.", state=state)
+        self.state = state
+
+
+class RenewalLimit(BookingError):
+    code = "renewal-limit"
+    title = "The hold cannot be renewed again"
+    status = 409
+
+
+class OrderNotFound(BookingError):
+    code = "order-not-found"
+    title = "No such order"
+    status = 404
+
+
+class InventoryBusy(BookingError):
+    code = "inventory-busy"
+    title = "These tickets are being bought by others right now"
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("Try again in a moment.", retry_after=1)
+
+
+class IdempotencyKeyReused(BookingError):
+    code = "idempotency-key-reused"
+    title = "This Idempotency-Key was used with a different request"
+    status = 422
+
+
+class IdempotencyKeyInProgress(BookingError):
+    code = "idempotency-key-in-progress"
+    title = "A request with this Idempotency-Key is still being processed"
+    status = 409

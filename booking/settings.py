@@ -1,0 +1,127 @@
+"""Settings, read from the environment (prefix ``BOXOFFICE_``) and an optional ``.env`` file.
+
+Leaving ``BOXOFFICE_DATABASE_URL`` or ``BOXOFFICE_REDIS_URL`` unset means "run the embedded
+server under the data folder"; that decision is made by the local stack, never here, so
+settings stay a plain value object with no side effects.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "BOXOFFICE_"
+
+
+class SettingsError(Exception):
+    """A setting has a value Boxoffice cannot use; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL (postgresql+psycopg://...). Unset: embedded PostgreSQL.",
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis:// or valkey:// URL. Unset: embedded Valkey."
+    )
+    data_dir: Path = Field(default=Path(".boxoffice"), description="Embedded servers, keys, mail.")
+
+    hold_ttl_seconds: int = Field(default=480, ge=300, le=600, description="Hold lifetime, 5 to 10 min.")
+    max_tickets_per_fan: int = Field(default=8, ge=1, le=100)
+    payment_grace_seconds: int = Field(
+        default=600, ge=60, le=1800, description="How long a hold in payment is kept for the payer."
+    )
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(default=2, ge=1, le=64)
+    worker_count: int = Field(default=1, ge=1, le=32)
+
+    smtp_host: str | None = Field(default=None, description="Unset: mail is written as .eml files.")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    mail_from: str = "Boxoffice <tickets@boxoffice.local>"
+
+    stripe_secret_key: SecretStr | None = None
+    stripe_publishable_key: str | None = None
+    stripe_webhook_secret: SecretStr | None = None
+
+    ticket_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 private key, PEM. Unset: generated once into the data folder.",
+    )
+    token_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC secret for admission tokens. Unset: generated once into the data folder.",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgres(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+            raise ValueError("must be a PostgreSQL URL such as postgresql+psycopg://user@host/db")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("redis://", "rediss://", "valkey://", "valkeys://", "unix://")):
+            raise ValueError("must be a redis:// (or valkey://, rediss://, unix://) URL")
+        return value
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line naming the first offending environment variable and what is wrong with it."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "settings"
+    variable = ENV_PREFIX + field.upper()
+    given = first.get("input")
+    secret = any(word in field for word in ("password", "secret", "key"))
+    shown = "" if secret or isinstance(given, dict) or given is None else f"={given!s}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"invalid setting {variable}{shown}: {message}"
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment.
+
+    Raises:
+        SettingsError: a variable is malformed or out of range; the message is one line
+            naming the variable, fit to print to an operator.
+    """
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(describe_error(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
