@@ -1,0 +1,86 @@
+"""The Litestar application: one factory, used by uvicorn, the tests and `boxoffice serve`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.idempotency import STATE_KEY as IDEMPOTENT_SESSION
+from api.idempotency import IdempotencyMiddleware
+from api.problems import exception_handlers, problem_details
+from api.routes.events import EventController
+from api.routes.health import health
+from booking import __version__
+from booking.db import make_async_engine, make_sessionmaker
+from booking.settings import Settings, get_settings
+
+
+class MissingServer(Exception):
+    """The API was started without a database or Redis URL."""
+
+
+async def provide_db_session(state: State, request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
+    """The request's transaction. Routes never commit: it commits here when the route
+    returns, and rolls back when it raises. Under an Idempotency-Key the middleware owns the
+    session instead, and commits the route's work together with the stored response."""
+    owned = request.scope.get("state", {}).get(IDEMPOTENT_SESSION)
+    if owned is not None:
+        yield owned
+        return
+    async with state.sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the API for ``settings`` (default: the environment).
+
+    Raises:
+        MissingServer: no database or Redis URL is configured; the API never starts the
+            embedded servers itself (``boxoffice up`` does, and passes their URLs).
+    """
+    settings = settings or get_settings()
+    if settings.database_url is None or settings.redis_url is None:
+        raise MissingServer("the API needs BOXOFFICE_DATABASE_URL and BOXOFFICE_REDIS_URL")
+    database_url, redis_url = settings.database_url, settings.redis_url
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = make_async_engine(database_url)
+        redis = Redis.from_url(redis_url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.redis = redis
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    return Litestar(
+        route_handlers=[health, EventController],
+        dependencies={"db_session": Provide(provide_db_session)},
+        lifespan=[lifespan],
+        middleware=[IdempotencyMiddleware()],
+        plugins=[problem_details],
+        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(
+            title="Boxoffice",
+            version=__version__,
+            description="Tickets for high-demand events: discovery, seat maps, holds, checkout, orders.",
+            path="/schema",
+        ),
+        state=State({"settings": settings}),
+    )

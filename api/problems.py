@@ -1,0 +1,76 @@
+"""Every error leaves the API as application/problem+json with a stable ``type``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from booking.errors import BookingError
+
+PROBLEM_BASE = "https://boxoffice.dev/problems/"
+log = logging.getLogger("boxoffice.api")
+
+
+def problem_type(code: str) -> str:
+    return PROBLEM_BASE + code
+
+
+def problem(status: int, code: str, title: str, detail: str = "", **extra: Any) -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=status, type_=problem_type(code), title=title, detail=detail or title, extra=extra or None
+    )
+
+
+def _from_booking(error: BookingError) -> ProblemDetailsException:
+    return problem(error.status, error.code, error.title, error.detail, **error.extra)
+
+
+def _from_http(error: HTTPException) -> ProblemDetailsException:
+    if isinstance(error, ValidationException):
+        errors = error.extra if isinstance(error.extra, list) else []
+        return problem(400, "invalid-request", "The request is not valid", str(error.detail), errors=errors)
+    if isinstance(error, NotFoundException):
+        return problem(404, "not-found", "Not found", str(error.detail))
+    code = {405: "method-not-allowed", 401: "unauthorized", 403: "forbidden", 429: "rate-limited"}.get(
+        error.status_code, "http-error"
+    )
+    exc = problem(error.status_code, code, str(error.detail) or "Request failed", str(error.detail))
+    exc.headers = error.headers
+    return exc
+
+
+def _unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    log.warning("dependency unavailable on %s: %s", request.url.path, error)
+    exc = problem(503, "unavailable", "Service temporarily unavailable", "Try again in a few seconds.")
+    exc.headers = {"Retry-After": "5"}
+    return exc.to_response(request)
+
+
+def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return problem(500, "internal-error", "Internal error").to_response(request)
+
+
+problem_details = ProblemDetailsPlugin(
+    ProblemDetailsConfig(
+        enable_for_all_http_exceptions=True,
+        exception_to_problem_detail_map={BookingError: _from_booking, HTTPException: _from_http},
+    )
+)
+
+exception_handlers = {
+    OperationalError: _unavailable,
+    InterfaceError: _unavailable,
+    RedisError: _unavailable,
+    Exception: _unexpected,
+}

@@ -1,0 +1,229 @@
+"""`boxoffice`: run the system, migrate, load the demo, and act on it.
+
+Exit codes: 0 done, 1 failed, 2 bad usage or bad settings. Every failure is one line on
+stderr naming what is wrong, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated, NoReturn
+
+import typer
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.panel import Panel
+from sqlalchemy.exc import OperationalError
+
+from booking import __version__, migrations
+from booking.settings import Settings, SettingsError, load_settings
+from console.stack import StackError, StackInfo, database_url, redis_url
+
+app = typer.Typer(
+    name="boxoffice",
+    help="Boxoffice: ticket booking for high-demand on-sales.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(demo_app, name="demo")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]boxoffice:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    settings = ctx.obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"boxoffice {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    try:
+        ctx.obj = load_settings()
+    except SettingsError as error:
+        fail(str(error), code=2)
+
+
+def _unreachable(error: Exception) -> NoReturn:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, OperationalError):
+        fail(f"cannot reach the database: {str(error.orig).strip().splitlines()[0]}")
+    if isinstance(error, RedisError):
+        fail(f"cannot reach Redis: {first_line}")
+    fail(first_line)
+
+
+@app.command()
+def up(ctx: typer.Context) -> None:
+    """Run everything: servers (embedded unless URLs are set), migrations, demo, API, worker."""
+    from console.local import LocalStack, Prepared
+
+    settings = settings_of(ctx)
+
+    def ready(info: StackInfo, prepared: Prepared) -> None:
+        demo = (
+            f"loaded {prepared.demo.events} events ({prepared.demo.units} tickets)"
+            if prepared.demo.loaded
+            else "already loaded"
+        )
+        out.print(
+            Panel.fit(
+                f"API            {info.api_url}\n"
+                f"API docs       {info.api_url}/schema\n"
+                f"Staff key      {prepared.console_key}\n"
+                f"Demo data      {demo}\n"
+                f"Data folder    {settings.data_dir.resolve()}\n\n"
+                "Try: curl " + info.api_url + "/events\n"
+                "Stop with Ctrl-C.",
+                title=f"Boxoffice {__version__} is up",
+            )
+        )
+
+    stack = LocalStack(settings, log=lambda line: err.print(f"boxoffice: {line}", highlight=False))
+    try:
+        code = stack.run(ready)
+    except (StackError, OperationalError, RedisError) as error:
+        _unreachable(error)
+    out.print("boxoffice: stopped")
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address [default: BOXOFFICE_API_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: BOXOFFICE_API_PORT]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Processes [default: BOXOFFICE_API_WORKERS]")
+    ] = None,
+) -> None:
+    """Run the HTTP API (uvicorn) against the configured servers or a running `boxoffice up`."""
+    import uvicorn
+
+    settings = settings_of(ctx)
+    _export_stack_urls(settings)
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers or settings.api_workers,
+        log_level="info",
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    burst: Annotated[bool, typer.Option(help="Exit once the queues are empty.")] = False,
+) -> None:
+    """Run the job worker (rq with its scheduler) on the holds, outbox and default queues."""
+    from daemon.worker import run
+
+    settings = settings_of(ctx)
+    _export_stack_urls(settings)
+    try:
+        run(redis_url(settings), burst=burst)
+    except (StackError, RedisError) as error:
+        _unreachable(error)
+
+
+def _export_stack_urls(settings: Settings) -> None:
+    """Fill unset URLs from a running `boxoffice up`, in the environment, so that processes
+    this one spawns (uvicorn workers, rq work horses) read the same servers."""
+    if settings.database_url is not None and settings.redis_url is not None:
+        return
+    info = StackInfo.read(settings.data_dir)
+    if info is None:
+        fail(
+            "no database or Redis configured: set BOXOFFICE_DATABASE_URL and BOXOFFICE_REDIS_URL, "
+            "or start the local stack with `boxoffice up`"
+        )
+    if settings.database_url is None:
+        os.environ["BOXOFFICE_DATABASE_URL"] = info.database_url
+    if settings.redis_url is None:
+        os.environ["BOXOFFICE_REDIS_URL"] = info.redis_url
+    from booking.settings import get_settings
+
+    get_settings.cache_clear()
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision.")] = "head"
+) -> None:
+    """Migrate the database to REVISION (default: the newest)."""
+    try:
+        with database_url(settings_of(ctx)) as url:
+            migrations.upgrade(url, revision)
+            now = migrations.current(url)
+    except (StackError, OperationalError) as error:
+        _unreachable(error)
+    out.print(f"database at revision {now}")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Show the revision the database is at."""
+    try:
+        with database_url(settings_of(ctx)) as url:
+            now = migrations.current(url)
+    except (StackError, OperationalError) as error:
+        _unreachable(error)
+    out.print(now or "empty (no migrations applied)")
+
+
+@demo_app.command("load")
+def demo_load(ctx: typer.Context) -> None:
+    """Load the demo venues and events (once; a second run changes nothing)."""
+    from booking.catalog.demo import load_demo
+    from booking.db import engine_scope, make_sessionmaker
+
+    async def load(url: str) -> None:
+        async with (
+            engine_scope(url, pool_size=1, max_overflow=0) as engine,
+            make_sessionmaker(engine)() as session,
+        ):
+            result = await load_demo(session)
+        if result.loaded:
+            out.print(f"loaded {result.venues} venues, {result.events} events, {result.units} tickets")
+        else:
+            out.print("demo data already loaded; nothing changed")
+
+    try:
+        with database_url(settings_of(ctx)) as url:
+            migrations.upgrade(url)
+            asyncio.run(load(url))
+    except (StackError, OperationalError) as error:
+        _unreachable(error)
+
+
+def main() -> None:
+    app(prog_name="boxoffice")
+
+
+if __name__ == "__main__":
+    main()
