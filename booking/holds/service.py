@@ -1,0 +1,565 @@
+"""The hold lifecycle: create, renew, release, expire, start and fail payment.
+
+Verbs run inside the caller's transaction and do not commit; an error raised here means the
+caller must roll back, which undoes everything the verb did (a half-claimed hold included).
+Hold state changes are guarded UPDATEs too, with their allowed sources in ``HOLD_MOVES``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, exists, func, insert, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.catalog.models import Event, EventStatus, PriceTier
+from booking.errors import (
+    EventNotFound,
+    HoldExpired,
+    HoldNotFound,
+    HoldStateConflict,
+    InvalidRequest,
+    RenewalLimit,
+    SaleNotOpen,
+    TicketCapReached,
+    TierNotFound,
+)
+from booking.holds.models import Hold, HoldItem, HoldState
+from booking.holds.policy import HoldPolicy
+from booking.inventory import service as inventory
+from booking.inventory.models import InventoryUnit, UnitState
+from booking.inventory.transitions import Move
+from booking.orders.models import Order, OrderItem, OrderItemState
+from booking.outbox import Topic, emit, emit_many
+
+S = HoldState
+
+# move -> (states it may start from, state it ends in)
+HOLD_MOVES: dict[str, tuple[frozenset[HoldState], HoldState]] = {
+    "start_payment": (frozenset({S.ACTIVE, S.FAILED}), S.PAYING),
+    "fail_payment": (frozenset({S.PAYING}), S.FAILED),
+    "release": (frozenset({S.ACTIVE, S.FAILED}), S.RELEASED),
+    "expire": (frozenset({S.ACTIVE}), S.EXPIRED),
+    "lapse": (frozenset({S.FAILED}), S.RELEASED),  # a failed payment's hold running out
+    # Money that arrives must end as an order or a refund, whatever the hold did meanwhile.
+    "confirm": (frozenset({S.ACTIVE, S.PAYING, S.FAILED, S.RELEASED, S.EXPIRED}), S.CONFIRMED),
+    "refund": (frozenset({S.ACTIVE, S.PAYING, S.FAILED, S.RELEASED, S.EXPIRED}), S.REFUNDED),
+}
+LIVE_STATES = frozenset({S.ACTIVE, S.PAYING, S.FAILED})
+ENDED_STATES = frozenset({S.CONFIRMED, S.RELEASED, S.EXPIRED, S.REFUNDED})
+
+ClaimHook = Callable[[AsyncSession], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a hold belongs to: one fan, or one staff key (box-office sales)."""
+
+    fan_id: uuid.UUID | None = None
+    staff_key_id: uuid.UUID | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fan_id is None) == (self.staff_key_id is None):
+            raise ValueError("an owner is exactly one of fan_id and staff_key_id")
+
+    def matches(self) -> ColumnElement[bool]:
+        if self.fan_id is not None:
+            return Hold.fan_id == self.fan_id
+        return Hold.staff_key_id == self.staff_key_id
+
+
+@dataclass(frozen=True)
+class SeatSelection:
+    seat_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GASelection:
+    tier_id: uuid.UUID
+    quantity: int
+
+
+Selection = SeatSelection | GASelection
+
+
+@dataclass(frozen=True)
+class HoldItemView:
+    unit_id: int
+    seat_id: int | None
+    price_tier_id: uuid.UUID
+    price_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class HoldView:
+    id: uuid.UUID
+    event_id: uuid.UUID
+    fan_id: uuid.UUID | None
+    staff_key_id: uuid.UUID | None
+    state: HoldState
+    quantity: int
+    total_minor: int
+    currency: str
+    renewals: int
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    items: tuple[HoldItemView, ...]
+
+
+async def get_hold(session: AsyncSession, hold_id: uuid.UUID, owner: Owner | None = None) -> HoldView:
+    """The hold as it is now. With ``owner``, someone else's hold is reported as not found.
+
+    Raises:
+        HoldNotFound: no such hold (for this owner).
+    """
+    query = select(Hold).where(Hold.id == hold_id).execution_options(populate_existing=True)
+    if owner is not None:
+        query = query.where(owner.matches())
+    hold = await session.scalar(query)
+    if hold is None:
+        raise HoldNotFound()
+    rows = (
+        await session.execute(
+            select(HoldItem, InventoryUnit.seat_id)
+            .join(InventoryUnit, InventoryUnit.id == HoldItem.unit_id)
+            .where(HoldItem.hold_id == hold_id)
+            .order_by(HoldItem.unit_id)
+        )
+    ).all()
+    items = tuple(
+        HoldItemView(item.unit_id, seat_id, item.price_tier_id, item.price_minor, item.currency)
+        for item, seat_id in rows
+    )
+    return HoldView(
+        id=hold.id,
+        event_id=hold.event_id,
+        fan_id=hold.fan_id,
+        staff_key_id=hold.staff_key_id,
+        state=hold.state,
+        quantity=hold.quantity,
+        total_minor=hold.total_minor,
+        currency=hold.currency,
+        renewals=hold.renewals,
+        created_at=hold.created_at,
+        expires_at=hold.expires_at,
+        items=items,
+    )
+
+
+async def lock_hold(
+    session: AsyncSession, hold_id: uuid.UUID, owner: Owner | None
+) -> tuple[Hold, dt.datetime]:
+    """The hold row, locked for this transaction, with the database's idea of now."""
+    query = (
+        select(Hold, func.now())
+        .where(Hold.id == hold_id)
+        .with_for_update(of=Hold)
+        .execution_options(populate_existing=True)
+    )
+    if owner is not None:
+        query = query.where(owner.matches())
+    row = (await session.execute(query)).first()
+    if row is None:
+        raise HoldNotFound()
+    return row[0], row[1]
+
+
+async def move_hold(session: AsyncSession, hold_id: uuid.UUID, move: str, **values: object) -> bool:
+    """Apply a hold state move if the hold is in one of its source states. Returns whether it was."""
+    sources, target = HOLD_MOVES[move]
+    if target in ENDED_STATES:
+        values.setdefault("ended_at", func.now())
+    result = await session.execute(
+        update(Hold)
+        .where(Hold.id == hold_id, Hold.state.in_(sources))
+        .values(state=target, **values)
+        .returning(Hold.id)
+    )
+    return result.first() is not None
+
+
+def _validate(selection: Selection, policy: HoldPolicy) -> int:
+    if isinstance(selection, SeatSelection):
+        seats = selection.seat_ids
+        if not seats:
+            raise InvalidRequest("Choose at least one seat.")
+        if len(set(seats)) != len(seats):
+            raise InvalidRequest("Each seat may be listed once.")
+        quantity = len(seats)
+    else:
+        quantity = selection.quantity
+        if quantity < 1:
+            raise InvalidRequest("The quantity must be at least 1.")
+    if quantity > policy.tickets_per_fan:
+        raise InvalidRequest(f"At most {policy.tickets_per_fan} tickets can be held at once.")
+    return quantity
+
+
+async def _open_sale(session: AsyncSession, event_id: uuid.UUID, selection: Selection) -> str:
+    """Check the event sells now (and, for GA, that the tier is one of its GA tiers) in one
+    round trip; returns the event's currency.
+
+    Raises:
+        EventNotFound, SaleNotOpen, TierNotFound.
+    """
+    ga_tier = (
+        select(PriceTier.ga_area_id)
+        .where(PriceTier.id == selection.tier_id, PriceTier.event_id == event_id)
+        .scalar_subquery()
+        if isinstance(selection, GASelection)
+        else None
+    )
+    currency = select(PriceTier.currency).where(PriceTier.event_id == event_id).limit(1).scalar_subquery()
+    row = (
+        await session.execute(
+            select(
+                Event.status,
+                and_(Event.onsale_starts_at <= func.now(), func.now() < Event.onsale_ends_at),
+                currency,
+                ga_tier if ga_tier is not None else func.now(),
+            ).where(Event.id == event_id)
+        )
+    ).first()
+    if row is None:
+        raise EventNotFound()
+    status, in_window, event_currency, area = row
+    if status != EventStatus.ON_SALE or not in_window:
+        window = "" if in_window else ", outside the on-sale window"
+        raise SaleNotOpen(f"Sale status: {status.value}{window}.")
+    if isinstance(selection, GASelection) and area is None:
+        raise TierNotFound()
+    return str(event_currency or "XXX")
+
+
+def _tickets_of_fan(fan_id: uuid.UUID, event_id: uuid.UUID) -> ColumnElement[int]:
+    """Tickets a fan has for an event: in live holds (not past their deadline, or being paid
+    for) and in active orders."""
+    held = (
+        select(func.coalesce(func.sum(Hold.quantity), 0))
+        .where(
+            Hold.fan_id == fan_id,
+            Hold.event_id == event_id,
+            or_(
+                and_(Hold.state.in_([S.ACTIVE, S.FAILED]), Hold.expires_at > func.now()),
+                Hold.state == S.PAYING,
+            ),
+        )
+        .scalar_subquery()
+    )
+    bought = (
+        select(func.count())
+        .select_from(OrderItem)
+        .join(Order, Order.id == OrderItem.order_id)
+        .where(Order.fan_id == fan_id, Order.event_id == event_id, OrderItem.state == OrderItemState.ACTIVE)
+        .scalar_subquery()
+    )
+    return held + bought
+
+
+async def tickets_of_fan(session: AsyncSession, fan_id: uuid.UUID, event_id: uuid.UUID) -> int:
+    return int(await session.scalar(select(_tickets_of_fan(fan_id, event_id))) or 0)
+
+
+async def _check_cap(
+    session: AsyncSession, fan_id: uuid.UUID, event_id: uuid.UUID, quantity: int, cap: int
+) -> None:
+    # One fan's holds for one event are serialised (an advisory lock, released at commit),
+    # so two tabs cannot both pass the count; other fans and events are not affected. The
+    # count must be a statement of its own, after the lock: under READ COMMITTED a statement
+    # sees what was committed when it began, and one begun before the wait would miss the
+    # hold the other tab just committed.
+    await session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtextextended(f"cap:{fan_id}:{event_id}", 0)))
+    )
+    row = (await session.execute(select(_tickets_of_fan(fan_id, event_id)))).one()
+    already = int(row[0])
+    if already + quantity > cap:
+        raise TicketCapReached(cap, already)
+
+
+async def create_hold(
+    session: AsyncSession,
+    *,
+    owner: Owner,
+    event_id: uuid.UUID,
+    selection: Selection,
+    policy: HoldPolicy,
+    inside_claim: ClaimHook | None = None,
+) -> HoldView:
+    """Hold seats (all or none) or GA places for ``policy.ttl``, with their prices as of now.
+
+    Six round trips on success (seven for a fan: the cap takes two): sale check, cap, hold
+    row, guarded claim, price snapshot, outbox. ``inside_claim`` runs after the units are
+    claimed and before the caller commits; tests use it to hold the transaction open and
+    widen the race window.
+
+    Raises:
+        InvalidRequest, EventNotFound, SaleNotOpen, TierNotFound, TicketCapReached,
+        UnknownSeats, SeatsTaken, SoldOut, NotEnoughLeft, InventoryBusy.
+    """
+    quantity = _validate(selection, policy)
+    currency = await _open_sale(session, event_id, selection)
+    if owner.fan_id is not None:
+        await _check_cap(session, owner.fan_id, event_id, quantity, policy.tickets_per_fan)
+    hold = (
+        await session.execute(
+            insert(Hold)
+            .values(
+                event_id=event_id,
+                fan_id=owner.fan_id,
+                staff_key_id=owner.staff_key_id,
+                quantity=quantity,
+                total_minor=0,
+                currency=currency,
+                expires_at=func.now() + policy.ttl,
+            )
+            .returning(Hold.id, Hold.created_at, Hold.expires_at)
+        )
+    ).one()
+    hold_id, created_at, expires_at = hold
+    if isinstance(selection, SeatSelection):
+        claimed = await inventory.claim_seats(
+            session, event_id=event_id, seat_ids=selection.seat_ids, hold_id=hold_id, held_until=expires_at
+        )
+    else:
+        claimed = await inventory.claim_general_admission(
+            session,
+            event_id=event_id,
+            tier_id=selection.tier_id,
+            quantity=selection.quantity,
+            hold_id=hold_id,
+            held_until=expires_at,
+        )
+    if inside_claim is not None:
+        await inside_claim(session)
+    items = await _snapshot_prices(session, hold_id, claimed)
+    unit_ids = [unit.unit_id for unit in claimed]
+    await emit_many(
+        session,
+        [
+            (
+                Topic.HOLD_CREATED,
+                {"hold_id": str(hold_id), "expires_at": expires_at.isoformat(), "unit_ids": unit_ids},
+            ),
+            (Topic.UNITS_CHANGED, _units_payload(event_id, unit_ids, UnitState.HELD)),
+        ],
+        catalog_event_id=event_id,
+    )
+    return HoldView(
+        id=hold_id,
+        event_id=event_id,
+        fan_id=owner.fan_id,
+        staff_key_id=owner.staff_key_id,
+        state=S.ACTIVE,
+        quantity=quantity,
+        total_minor=sum(item.price_minor for item in items),
+        currency=items[0].currency,
+        renewals=0,
+        created_at=created_at,
+        expires_at=expires_at,
+        items=items,
+    )
+
+
+async def _snapshot_prices(
+    session: AsyncSession, hold_id: uuid.UUID, claimed: Sequence[inventory.ClaimedUnit]
+) -> tuple[HoldItemView, ...]:
+    """Record each claimed unit's current price, and the hold's total, in one statement.
+
+    Raises:
+        InvalidRequest: the units are priced in more than one currency.
+    """
+    rows = (
+        await session.execute(
+            text(
+                "WITH items AS ("
+                " INSERT INTO hold_items (hold_id, unit_id, price_tier_id, price_minor, currency)"
+                " SELECT :hold_id, u.id, u.price_tier_id, t.price_minor, t.currency"
+                " FROM inventory_units u JOIN price_tiers t ON t.id = u.price_tier_id"
+                " WHERE u.id = ANY(:unit_ids)"
+                " RETURNING unit_id, price_tier_id, price_minor, currency),"
+                " total AS (UPDATE holds SET total_minor = (SELECT sum(price_minor) FROM items),"
+                "  currency = (SELECT min(currency) FROM items) WHERE id = :hold_id)"
+                " SELECT unit_id, price_tier_id, price_minor, currency FROM items ORDER BY unit_id"
+            ),
+            {"hold_id": hold_id, "unit_ids": [unit.unit_id for unit in claimed]},
+        )
+    ).all()
+    if len({currency for *_, currency in rows}) > 1:
+        raise InvalidRequest("These tickets are priced in different currencies; hold them separately.")
+    seats = {unit.unit_id: unit.seat_id for unit in claimed}
+    return tuple(
+        HoldItemView(unit_id, seats[unit_id], tier_id, price, currency)
+        for unit_id, tier_id, price, currency in rows
+    )
+
+
+def _units_payload(event_id: uuid.UUID, unit_ids: Sequence[int], state: UnitState) -> dict[str, object]:
+    return {"event_id": str(event_id), "unit_ids": list(unit_ids), "state": state.value}
+
+
+async def units_changed(
+    session: AsyncSession, event_id: uuid.UUID, unit_ids: Sequence[int], state: UnitState
+) -> None:
+    if unit_ids:
+        await emit(
+            session, Topic.UNITS_CHANGED, _units_payload(event_id, unit_ids, state), catalog_event_id=event_id
+        )
+
+
+async def renew_hold(
+    session: AsyncSession, *, owner: Owner, hold_id: uuid.UUID, policy: HoldPolicy
+) -> HoldView:
+    """Extend an active hold by ``policy.ttl``, at most ``policy.max_renewals`` times and never
+    past ``policy.max_lifetime`` from its creation.
+
+    Raises:
+        HoldNotFound, HoldStateConflict, HoldExpired, RenewalLimit.
+    """
+    hold, now = await lock_hold(session, hold_id, owner)
+    if hold.state != S.ACTIVE:
+        raise HoldStateConflict(hold.state.value, "renew")
+    if hold.expires_at <= now:
+        raise HoldExpired()
+    if hold.renewals >= policy.max_renewals:
+        raise RenewalLimit(f"A hold can be renewed {policy.max_renewals} times.")
+    deadline = min(now + policy.ttl, hold.created_at + policy.max_lifetime)
+    if deadline <= hold.expires_at:
+        raise RenewalLimit(f"A hold lasts at most {int(policy.max_lifetime.total_seconds() // 60)} minutes.")
+    moved = await inventory.move_hold_units(session, Move.EXTEND, hold_id=hold_id, held_until=deadline)
+    if len(moved) != hold.quantity:
+        raise HoldExpired()
+    await session.execute(
+        update(Hold).where(Hold.id == hold_id).values(renewals=Hold.renewals + 1, expires_at=deadline)
+    )
+    await emit(
+        session,
+        Topic.HOLD_RENEWED,
+        {"hold_id": str(hold_id), "expires_at": deadline.isoformat()},
+        catalog_event_id=hold.event_id,
+    )
+    return await get_hold(session, hold_id)
+
+
+async def release_hold(session: AsyncSession, *, hold_id: uuid.UUID, owner: Owner | None = None) -> HoldView:
+    """Give a hold's units back. Releasing a hold that already ended by release or expiry
+    changes nothing and returns it.
+
+    Raises:
+        HoldNotFound, HoldStateConflict (being paid for, or confirmed).
+    """
+    hold, _ = await lock_hold(session, hold_id, owner)
+    if hold.state in (S.RELEASED, S.EXPIRED):
+        return await get_hold(session, hold_id)
+    if not await move_hold(session, hold_id, "release"):
+        raise HoldStateConflict(hold.state.value, "release")
+    units = await inventory.move_hold_units(session, Move.RELEASE, hold_id=hold_id)
+    await emit(session, Topic.HOLD_RELEASED, {"hold_id": str(hold_id)}, catalog_event_id=hold.event_id)
+    await units_changed(session, hold.event_id, units, UnitState.AVAILABLE)
+    return await get_hold(session, hold_id)
+
+
+async def expire_hold(session: AsyncSession, hold_id: uuid.UUID) -> bool:
+    """Tidy a hold whose deadline has passed: its units back to available, an active hold to
+    ``expired``, a hold whose payment failed to ``released``. Units a paying hold no longer
+    covers are freed; the payment's outcome decides that hold's state. Safe to repeat.
+
+    This only tidies: the claim statement already treats the units as free. Returns whether
+    anything changed.
+    """
+    try:
+        hold, now = await lock_hold(session, hold_id, None)
+    except HoldNotFound:
+        return False
+    if hold.expires_at > now and hold.state != S.PAYING:
+        return False
+    units = await inventory.move_hold_units(session, Move.EXPIRE, hold_id=hold_id)
+    changed = bool(units)
+    if hold.state == S.ACTIVE and await move_hold(session, hold_id, "expire"):
+        await emit(session, Topic.HOLD_EXPIRED, {"hold_id": str(hold_id)}, catalog_event_id=hold.event_id)
+        changed = True
+    elif hold.state == S.FAILED and await move_hold(session, hold_id, "lapse"):
+        await emit(session, Topic.HOLD_RELEASED, {"hold_id": str(hold_id)}, catalog_event_id=hold.event_id)
+        changed = True
+    await units_changed(session, hold.event_id, units, UnitState.AVAILABLE)
+    return changed
+
+
+def _needs_tidying() -> ColumnElement[bool]:
+    stale_units = exists().where(
+        InventoryUnit.hold_id == Hold.id,
+        InventoryUnit.state == UnitState.HELD,
+        InventoryUnit.held_until <= func.now(),
+    )
+    return or_(
+        and_(Hold.state.in_([S.ACTIVE, S.FAILED]), Hold.expires_at <= func.now()),
+        and_(Hold.state == S.PAYING, stale_units),
+    )
+
+
+async def sweep_expired(session: AsyncSession, *, limit: int = 500) -> int:
+    """Tidy up to ``limit`` holds past their deadline, oldest first; returns how many.
+
+    Holds another sweeper (or an expiry job) is working on are skipped, not waited for.
+    """
+    ids = (
+        await session.scalars(
+            select(Hold.id)
+            .where(_needs_tidying())
+            .order_by(Hold.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    tidied = 0
+    for hold_id in ids:
+        tidied += await expire_hold(session, hold_id)
+    return tidied
+
+
+async def start_payment(
+    session: AsyncSession, *, owner: Owner | None, hold_id: uuid.UUID, policy: HoldPolicy
+) -> HoldView:
+    """Move a live hold to ``paying`` and keep its units for ``policy.payment_grace`` from now,
+    so a fan who is paying is not raced.
+
+    Raises:
+        HoldNotFound, HoldStateConflict, HoldExpired (its deadline passed first).
+    """
+    hold, now = await lock_hold(session, hold_id, owner)
+    if hold.state not in HOLD_MOVES["start_payment"][0]:
+        raise HoldStateConflict(hold.state.value, "pay for")
+    if hold.expires_at <= now:
+        raise HoldExpired()
+    deadline = now + policy.payment_grace
+    moved = await inventory.move_hold_units(session, Move.EXTEND, hold_id=hold_id, held_until=deadline)
+    if len(moved) != hold.quantity:
+        raise HoldExpired()
+    await move_hold(session, hold_id, "start_payment", expires_at=deadline)
+    await emit(
+        session,
+        Topic.HOLD_PAYING,
+        {"hold_id": str(hold_id), "expires_at": deadline.isoformat()},
+        catalog_event_id=hold.event_id,
+    )
+    return await get_hold(session, hold_id)
+
+
+async def fail_payment(session: AsyncSession, *, hold_id: uuid.UUID) -> HoldView:
+    """The payment was declined: the hold keeps its units until its deadline, so the fan may
+    try again (``start_payment``) or let go (``release_hold``). Repeating is harmless.
+
+    Raises:
+        HoldNotFound, HoldStateConflict (not being paid for).
+    """
+    hold, _ = await lock_hold(session, hold_id, None)
+    if hold.state == S.FAILED:
+        return await get_hold(session, hold_id)
+    if not await move_hold(session, hold_id, "fail_payment"):
+        raise HoldStateConflict(hold.state.value, "fail the payment of")
+    await emit(session, Topic.HOLD_PAYMENT_FAILED, {"hold_id": str(hold_id)}, catalog_event_id=hold.event_id)
+    return await get_hold(session, hold_id)

@@ -1,0 +1,182 @@
+"""Confirmation and refunds: where a paid hold becomes an order with tickets, or money goes back.
+
+Promise: every payment that succeeds ends as a confirmed order or as a refund. ``confirm_hold``
+never loses a paid hold: if its seats are still (or again) free they are sold, otherwise the
+hold is marked ``refunded`` and a ``hold.refund_required`` fact is written for the payments
+side to act on.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.errors import HoldStateConflict, OrderNotFound
+from booking.holds.models import Hold, HoldItem, HoldState
+from booking.holds.service import lock_hold, move_hold, units_changed
+from booking.inventory import service as inventory
+from booking.inventory.models import UnitState
+from booking.inventory.transitions import Move
+from booking.orders.models import Order, OrderChannel, OrderItem, OrderItemState, OrderState
+from booking.outbox import Topic, emit
+from booking.tickets.models import Ticket, TicketState
+
+
+class Outcome(enum.StrEnum):
+    CONFIRMED = "confirmed"
+    REFUND_REQUIRED = "refund_required"
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    outcome: Outcome
+    hold_id: uuid.UUID
+    order_id: uuid.UUID | None
+    # True when this call found the work already done (a repeated webhook or job).
+    repeated: bool
+
+
+class _SeatsGone(Exception):
+    pass
+
+
+async def confirm_hold(
+    session: AsyncSession, *, hold_id: uuid.UUID, channel: OrderChannel = OrderChannel.ONLINE
+) -> Confirmation:
+    """Turn a hold whose payment succeeded into an order: units sold, order, items and one
+    ticket per unit, all in the caller's transaction. Safe to repeat.
+
+    Raises:
+        HoldNotFound.
+    """
+    hold, _ = await lock_hold(session, hold_id, None)
+    if hold.state == HoldState.CONFIRMED:
+        order_id = await session.scalar(select(Order.id).where(Order.hold_id == hold_id))
+        return Confirmation(Outcome.CONFIRMED, hold_id, order_id, repeated=True)
+    if hold.state == HoldState.REFUNDED:
+        return Confirmation(Outcome.REFUND_REQUIRED, hold_id, None, repeated=True)
+    items = (await session.scalars(select(HoldItem).where(HoldItem.hold_id == hold_id))).all()
+    try:
+        async with session.begin_nested():
+            order_id = await session.scalar(
+                insert(Order)
+                .values(
+                    hold_id=hold_id,
+                    event_id=hold.event_id,
+                    fan_id=hold.fan_id,
+                    staff_key_id=hold.staff_key_id,
+                    channel=channel,
+                    total_minor=hold.total_minor,
+                    currency=hold.currency,
+                )
+                .returning(Order.id)
+            )
+            assert order_id is not None
+            sold = await inventory.sell_units(
+                session, unit_ids=[item.unit_id for item in items], hold_id=hold_id, order_id=order_id
+            )
+            if len(sold) < len(items):
+                raise _SeatsGone()
+    except _SeatsGone:
+        return await _refund_required(session, hold, reason="seats_taken")
+
+    item_ids = (
+        await session.scalars(
+            insert(OrderItem).returning(OrderItem.id, sort_by_parameter_order=True),
+            [
+                {
+                    "order_id": order_id,
+                    "unit_id": item.unit_id,
+                    "price_tier_id": item.price_tier_id,
+                    "price_minor": item.price_minor,
+                    "currency": item.currency,
+                }
+                for item in items
+            ],
+        )
+    ).all()
+    ticket_ids = (
+        await session.scalars(
+            insert(Ticket).returning(Ticket.id, sort_by_parameter_order=True),
+            [
+                {
+                    "order_id": order_id,
+                    "order_item_id": item_id,
+                    "event_id": hold.event_id,
+                    "unit_id": item.unit_id,
+                }
+                for item_id, item in zip(item_ids, items, strict=True)
+            ],
+        )
+    ).all()
+    if not await move_hold(session, hold_id, "confirm"):
+        raise HoldStateConflict(hold.state.value, "confirm")
+    await emit(
+        session,
+        Topic.ORDER_CONFIRMED,
+        {"order_id": str(order_id), "hold_id": str(hold_id), "ticket_ids": [str(t) for t in ticket_ids]},
+        catalog_event_id=hold.event_id,
+    )
+    await units_changed(session, hold.event_id, sold, UnitState.SOLD)
+    return Confirmation(Outcome.CONFIRMED, hold_id, order_id, repeated=False)
+
+
+async def _refund_required(session: AsyncSession, hold: Hold, *, reason: str) -> Confirmation:
+    released = await inventory.move_hold_units(session, Move.RELEASE, hold_id=hold.id)
+    if not await move_hold(session, hold.id, "refund"):
+        raise HoldStateConflict(hold.state.value, "refund")
+    await emit(
+        session,
+        Topic.HOLD_REFUND_REQUIRED,
+        {
+            "hold_id": str(hold.id),
+            "reason": reason,
+            "amount_minor": hold.total_minor,
+            "currency": hold.currency,
+        },
+        catalog_event_id=hold.event_id,
+    )
+    await units_changed(session, hold.event_id, released, UnitState.AVAILABLE)
+    return Confirmation(Outcome.REFUND_REQUIRED, hold.id, None, repeated=False)
+
+
+async def refund_order(session: AsyncSession, *, order_id: uuid.UUID) -> bool:
+    """Refund a whole order: its units back on sale, items refunded, tickets revoked.
+    Returns False when it was already refunded (nothing changes).
+
+    Raises:
+        OrderNotFound.
+    """
+    order = await session.scalar(
+        select(Order).where(Order.id == order_id).with_for_update().execution_options(populate_existing=True)
+    )
+    if order is None:
+        raise OrderNotFound()
+    if order.state != OrderState.CONFIRMED:
+        return False
+    units = await inventory.return_units(session, order_id=order_id)
+    await session.execute(
+        update(OrderItem)
+        .where(OrderItem.order_id == order_id, OrderItem.state == OrderItemState.ACTIVE)
+        .values(state=OrderItemState.REFUNDED)
+    )
+    await session.execute(
+        update(Ticket)
+        .where(Ticket.order_id == order_id, Ticket.state == TicketState.VALID)
+        .values(state=TicketState.REVOKED, revoked_at=func.now())
+    )
+    await session.execute(
+        update(Order).where(Order.id == order_id).values(state=OrderState.REFUNDED, cancelled_at=func.now())
+    )
+    await emit(
+        session,
+        Topic.ORDER_REFUNDED,
+        {"order_id": str(order_id), "amount_minor": order.total_minor, "currency": order.currency},
+        catalog_event_id=order.event_id,
+    )
+    await units_changed(session, order.event_id, units, UnitState.AVAILABLE)
+    return True

@@ -1,0 +1,169 @@
+"""The transactional outbox: facts other parts must hear about, written in the same
+transaction as the change that makes them true, relayed later by the daemon."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from booking.db import Base, now_default
+
+
+class OutboxMessage(Base):
+    """``event_id`` is what consumers dedupe on: relay is at least once."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_pending", "available_at", "id", postgresql_where=text("relayed_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(unique=True, server_default=text("gen_random_uuid()"))
+    topic: Mapped[str] = mapped_column(String(80))
+    # The event (of the catalog) the fact concerns, when there is one: consumers fan out by it.
+    catalog_event_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+    payload: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    created_at: Mapped[dt.datetime] = now_default()
+    available_at: Mapped[dt.datetime] = now_default()
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    relayed_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Topic:
+    """What the outbox carries. Consumers switch on these strings, so they never change."""
+
+    HOLD_CREATED = "hold.created"
+    HOLD_RENEWED = "hold.renewed"
+    HOLD_RELEASED = "hold.released"
+    HOLD_EXPIRED = "hold.expired"
+    HOLD_PAYING = "hold.paying"
+    HOLD_PAYMENT_FAILED = "hold.payment_failed"
+    HOLD_REFUND_REQUIRED = "hold.refund_required"
+    ORDER_CONFIRMED = "order.confirmed"
+    ORDER_REFUNDED = "order.refunded"
+    UNITS_CHANGED = "units.changed"
+
+
+async def emit(
+    session: AsyncSession, topic: str, payload: dict[str, Any], *, catalog_event_id: uuid.UUID | None = None
+) -> None:
+    """Record a fact in the caller's transaction: it is relayed if and only if that commits."""
+    await session.execute(
+        insert(OutboxMessage).values(topic=topic, payload=payload, catalog_event_id=catalog_event_id)
+    )
+
+
+async def emit_many(
+    session: AsyncSession,
+    facts: list[tuple[str, dict[str, Any]]],
+    *,
+    catalog_event_id: uuid.UUID | None = None,
+) -> None:
+    """Several facts in one round trip, relayed in the order given."""
+    await session.execute(
+        insert(OutboxMessage),
+        [
+            {"topic": topic, "payload": payload, "catalog_event_id": catalog_event_id}
+            for topic, payload in facts
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    event_id: uuid.UUID
+    topic: str
+    catalog_event_id: uuid.UUID | None
+    payload: dict[str, Any]
+    attempts: int
+
+
+Deliver = Callable[[Message], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    delivered: int
+    failed: int
+
+
+def _backoff(attempts: int) -> dt.timedelta:
+    return dt.timedelta(seconds=min(2**attempts, 300))
+
+
+async def relay_batch(session: AsyncSession, deliver: Deliver, *, limit: int = 100) -> RelayResult:
+    """Deliver up to ``limit`` pending messages in id order and commit.
+
+    Rows are taken with ``FOR UPDATE SKIP LOCKED``, so several relays share the work without
+    delivering one message twice at the same time. Delivery is at least once: a relay that
+    dies after delivering but before committing delivers again, and consumers dedupe by
+    ``event_id``. A failed delivery is retried later with exponential backoff.
+    """
+    rows = (
+        (
+            await session.execute(
+                select(OutboxMessage)
+                .where(OutboxMessage.relayed_at.is_(None), OutboxMessage.available_at <= func.now())
+                .order_by(OutboxMessage.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    delivered = failed = 0
+    for row in rows:
+        message = Message(row.id, row.event_id, row.topic, row.catalog_event_id, row.payload, row.attempts)
+        try:
+            await deliver(message)
+        except Exception as error:
+            failed += 1
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == row.id)
+                .values(
+                    attempts=OutboxMessage.attempts + 1,
+                    available_at=func.now() + _backoff(row.attempts),
+                    last_error=f"{type(error).__name__}: {error}"[:2000],
+                )
+            )
+            continue
+        delivered += 1
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row.id)
+            .values(relayed_at=func.now(), last_error=None)
+        )
+    await session.commit()
+    return RelayResult(delivered=delivered, failed=failed)
+
+
+async def pending_count(session: AsyncSession) -> int:
+    return int(
+        await session.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.relayed_at.is_(None))
+        )
+        or 0
+    )

@@ -1,0 +1,165 @@
+"""Real servers for every test.
+
+PostgreSQL: ``BOXOFFICE_TEST_DATABASE_URL`` (a URL whose user may create databases), else an
+embedded server started once for the session. Each test that asks for ``database_url`` gets
+its own database cloned from a migrated template, dropped afterwards.
+
+Redis: ``BOXOFFICE_TEST_REDIS_URL``, else an embedded Valkey for the session. Each test that
+asks for ``redis_url`` gets that database flushed first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from redis import Redis
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from booking import migrations
+from booking.db import make_async_engine, make_sessionmaker, normalize_url
+from booking.settings import Settings
+from console.stack import EmbeddedPostgres, EmbeddedValkey
+
+TEMPLATE = f"bo_template_{os.getpid()}"
+_counter = itertools.count()
+
+
+def _conninfo(url: str, database: str | None = None) -> str:
+    parsed = make_url(normalize_url(url))
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def with_database(url: str, database: str) -> str:
+    return make_url(normalize_url(url)).set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A URL on a PostgreSQL server the tests may create and drop databases on."""
+    configured = os.environ.get("BOXOFFICE_TEST_DATABASE_URL")
+    if configured:
+        yield normalize_url(configured)
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("servers"))
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(_conninfo(url, "postgres"), autocommit=True)
+
+
+def create_database(url: str, name: str, template: str | None = None) -> str:
+    with _admin(url) as conn:
+        clause = f' TEMPLATE "{template}"' if template else ""
+        try:
+            # FILE_COPY is the fast clone for a small template (PostgreSQL 15+).
+            conn.execute(
+                f'CREATE DATABASE "{name}"{clause} STRATEGY FILE_COPY'
+                if template
+                else f'CREATE DATABASE "{name}"'
+            )
+        except psycopg.errors.SyntaxError:
+            conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    return with_database(url, name)
+
+
+def drop_database(url: str, name: str) -> None:
+    with _admin(url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def template_url(server_url: str) -> Iterator[str]:
+    drop_database(server_url, TEMPLATE)
+    url = create_database(server_url, TEMPLATE)
+    migrations.upgrade(url)
+    try:
+        yield url
+    finally:
+        drop_database(server_url, TEMPLATE)
+
+
+@pytest.fixture
+def empty_database_url(server_url: str) -> Iterator[str]:
+    """A database with nothing in it, not even migrations."""
+    name = f"bo_empty_{os.getpid()}_{next(_counter)}"
+    url = create_database(server_url, name)
+    try:
+        yield url
+    finally:
+        drop_database(server_url, name)
+
+
+@pytest.fixture
+def database_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A migrated database of this test's own."""
+    name = f"bo_test_{os.getpid()}_{next(_counter)}"
+    url = create_database(server_url, name, template=TEMPLATE)
+    try:
+        yield url
+    finally:
+        drop_database(server_url, name)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_async_engine(database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    async with make_sessionmaker(engine)() as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("BOXOFFICE_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedValkey(tmp_path_factory.mktemp("valkey"))
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    client = Redis.from_url(redis_server_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server_url
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, redis_url=redis_url, data_dir=tmp_path / "data")
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
