@@ -1,0 +1,155 @@
+"""`Idempotency-Key` for every state-changing route, applied once as middleware.
+
+For POST, PUT, PATCH and DELETE with an ``Idempotency-Key`` header, the request runs through
+``booking.idempotency.run_once``: the middleware opens the request's database session, the
+route's ``db_session`` dependency hands out that session (and does not commit), and the route's
+work and its stored response commit together. A route declares the key mandatory with
+``opt={"idempotency_key": "required"}``. Replays carry ``Idempotent-Replayed: true``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.problems import problem_type
+from booking.errors import BookingError
+from booking.idempotency import StoredResponse, run_once
+
+STATE_KEY = "boxoffice.db_session"
+METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_BODY = 1024 * 1024
+# Headers that describe one transmission, not the answer: never stored or replayed.
+_HOP_HEADERS = frozenset({"content-length", "date", "server", "transfer-encoding", "connection"})
+
+
+def caller_scope(scope: Scope) -> str:
+    """Keys are per caller: the credential presented, or the client address when anonymous."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return "auth:" + hashlib.sha256(value).hexdigest()[:40]
+    client = scope.get("client")
+    return f"anon:{client[0] if client else 'unknown'}"
+
+
+def _problem(status: int, code: str, title: str, detail: str) -> StoredResponse:
+    body = json.dumps({"type": problem_type(code), "title": title, "status": status, "detail": detail})
+    return StoredResponse(status, body.encode(), {"content-type": "application/problem+json"})
+
+
+def render_error(error: BookingError) -> StoredResponse:
+    return _problem(error.status, error.code, error.title, error.detail)
+
+
+async def _send(send: Send, response: StoredResponse, *, replayed: bool) -> None:
+    headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    if replayed:
+        headers.append((b"idempotent-replayed", b"true"))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body, "more_body": False})
+
+
+class IdempotencyMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        method = str(scope.get("method", ""))
+        key = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"idempotency-key"), None)
+        required = scope["route_handler"].opt.get("idempotency_key") == "required"
+        if method not in METHODS or (key is None and not required):
+            await next_app(scope, receive, send)
+            return
+        if key is None:
+            problem = _problem(
+                400,
+                "idempotency-key-required",
+                "This request needs an Idempotency-Key header",
+                "Send a unique key (e.g. a UUID) per intended action, and the same key when retrying it.",
+            )
+            await _send(send, problem, replayed=False)
+            return
+        body = await _read_body(receive)
+        if body is None:
+            await _send(
+                send, _problem(413, "body-too-large", "The request body is too large", ""), replayed=False
+            )
+            return
+        path = scope["path"] + (
+            "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
+        )
+
+        async def operation(session: AsyncSession) -> StoredResponse:
+            scope.setdefault("state", {})[STATE_KEY] = session
+            captured = await _capture(next_app, scope, body)
+            if captured.status >= 400:
+                await session.rollback()  # the route failed: none of its work may stay
+            return captured
+
+        try:
+            outcome = await run_once(
+                scope["litestar_app"].state.sessionmaker,
+                scope=caller_scope(scope),
+                key=key,
+                method=method,
+                path=path,
+                body=body,
+                operation=operation,
+                render_error=render_error,
+            )
+        except BookingError as error:
+            await _send(send, render_error(error), replayed=False)
+            return
+        await _send(send, outcome.response, replayed=outcome.replayed)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _capture(app: ASGIApp, scope: Scope, body: bytes) -> StoredResponse:
+    delivered = False
+
+    async def replay_body() -> Any:
+        nonlocal delivered
+        if delivered:
+            return {"type": "http.disconnect"}
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    status = 500
+    headers: dict[str, str] = {}
+    chunks: list[bytes] = []
+
+    async def keep(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            for name, value in message.get("headers", []):
+                lowered = name.decode("latin-1").lower()
+                if lowered not in _HOP_HEADERS:
+                    headers[lowered] = value.decode("latin-1")
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, replay_body, keep)
+    return StoredResponse(status, b"".join(chunks), headers)

@@ -1,0 +1,99 @@
+"""The outbox relay and its consumers.
+
+Relay is at least once; every consumer here is idempotent by the message's ``event_id``:
+scheduling uses a job id derived from the message, publishing remembers what it published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import uuid
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+
+from booking.outbox import Message, RelayResult, Topic, relay_batch
+from jobs.db import job_session, redis_url
+
+SEEN_TTL = int(dt.timedelta(days=7).total_seconds())
+HOLDS_QUEUE = "holds"
+
+
+def units_channel(event_id: str) -> str:
+    """Pub/sub channel carrying one event's unit changes (seat maps listen here)."""
+    return f"boxoffice:event:{{{event_id}}}:units"
+
+
+def seatmap_version_key(event_id: str) -> str:
+    # The {event_id} hash tag keeps an event's keys in one Redis Cluster slot.
+    return f"boxoffice:event:{{{event_id}}}:seatmap-version"
+
+
+def first_time(redis: Redis, consumer: str, event_id: uuid.UUID) -> bool:
+    """True the first time ``consumer`` sees this outbox event (remembered for 7 days)."""
+    return bool(redis.set(f"boxoffice:seen:{consumer}:{event_id}", 1, nx=True, ex=SEEN_TTL))
+
+
+def expiry_job_id(hold_id: str, deadline: dt.datetime) -> str:
+    # One job per hold and deadline: a renewal schedules a new one, a re-relay does not.
+    return f"expire-{hold_id}-{int(deadline.timestamp())}"
+
+
+class Consumers:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.holds_queue = Queue(HOLDS_QUEUE, connection=redis)
+
+    async def deliver(self, message: Message) -> None:
+        if message.topic in (Topic.HOLD_CREATED, Topic.HOLD_RENEWED, Topic.HOLD_PAYING):
+            self.schedule_expiry(message)
+        elif message.topic == Topic.UNITS_CHANGED:
+            self.publish_units(message)
+
+    def schedule_expiry(self, message: Message) -> None:
+        hold_id = str(message.payload["hold_id"])
+        deadline = dt.datetime.fromisoformat(str(message.payload["expires_at"]))
+        with contextlib.suppress(DuplicateJobError):  # already scheduled: a repeated message
+            self.holds_queue.enqueue_at(
+                deadline,
+                "jobs.holds.expire_hold",
+                hold_id,
+                job_id=expiry_job_id(hold_id, deadline),
+                unique=True,
+                retry=Retry(max=3, interval=[1, 5, 15]),
+                result_ttl=3600,
+            )
+
+    def publish_units(self, message: Message) -> None:
+        if not first_time(self.redis, "units", message.event_id):
+            return
+        event_id = str(message.payload["event_id"])
+        version = self.redis.incr(seatmap_version_key(event_id))
+        update = {
+            "id": str(message.event_id),
+            "version": version,
+            "unit_ids": message.payload["unit_ids"],
+            "state": message.payload["state"],
+        }
+        self.redis.publish(units_channel(event_id), json.dumps(update))
+
+
+async def relay_outbox(limit: int = 500) -> dict[str, int]:
+    """Every second: hand pending outbox messages to the consumers, in batches."""
+    redis = Redis.from_url(redis_url())
+    consumers = Consumers(redis)
+    delivered = failed = 0
+    try:
+        async with job_session() as session:
+            while True:
+                result: RelayResult = await relay_batch(session, consumers.deliver, limit=limit)
+                delivered += result.delivered
+                failed += result.failed
+                if result.delivered + result.failed < limit:
+                    break
+    finally:
+        redis.close()
+    return {"delivered": delivered, "failed": failed}
