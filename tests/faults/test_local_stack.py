@@ -1,0 +1,196 @@
+"""`boxoffice up` as a user runs it: a real process tree, stopped by a real signal.
+
+After every stop, no postgres, valkey, uvicorn or rq process of that stack may remain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from console.stack import wait_gone
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+
+class Up:
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("BOXOFFICE_")}
+        environment.update(
+            BOXOFFICE_DATA_DIR=str(data_dir),
+            BOXOFFICE_API_PORT=str(self.port),
+            BOXOFFICE_API_WORKERS="2",
+            **env,
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "console", "up"],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def get(self, path: str) -> tuple[int, object]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+            return response.status, json.loads(response.read())
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output
+            if "is up" in self.output:
+                return
+            time.sleep(0.2)
+        raise AssertionError("boxoffice up did not come up:\n" + self.output)
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("API did not come back:\n" + self.output)
+
+    def stack_pids(self) -> list[int]:
+        """Every process of this stack: the supervisor's descendants and both servers."""
+        pids = [child.pid for child in psutil.Process(self.process.pid).children(recursive=True)]
+        for pidfile in (
+            self.data_dir / "postgres" / "postmaster.pid",
+            self.data_dir / "valkey" / "valkey.pid",
+        ):
+            try:
+                server = int(pidfile.read_text().splitlines()[0])
+                # initdb's bootstrap backend writes its pid negated; it is gone by now.
+                if server > 0:
+                    pids += [server] + [c.pid for c in psutil.Process(server).children(recursive=True)]
+            except (OSError, IndexError, ValueError, psutil.NoSuchProcess):
+                pass
+        return pids
+
+    def stop(self, sig: signal.Signals) -> list[int]:
+        """Signal `boxoffice up`; return the processes of its stack still alive afterwards."""
+        pids = self.stack_pids()
+        self.process.send_signal(sig)
+        assert self.process.wait(timeout=90) == 0, self.output
+        return wait_gone(pids, timeout=10) + self.strays()
+
+    def strays(self) -> list[int]:
+        marker = str(self.data_dir)
+        found = []
+        for process in psutil.process_iter(["pid", "cmdline", "status"]):
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if marker in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(process.info["pid"])
+        return found
+
+    def staff_key(self) -> str:
+        for line in self.lines:
+            if "Staff key" in line:
+                return line.split("Staff key")[1].strip(" │\n")
+        raise AssertionError(self.output)
+
+
+def test_up_serves_the_demo_restarts_a_crashed_child_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = Up(data_dir)
+    try:
+        first.wait_ready()
+        status, body = first.get("/events?limit=100")
+        assert status == 200
+        assert isinstance(body, dict)
+        event_ids = sorted(item["id"] for item in body["items"])
+        assert len(event_ids) >= 12
+        assert "loaded 14 events" in first.output
+        assert f"http://127.0.0.1:{first.port}/schema" in first.output
+        key = first.staff_key()
+        assert key.startswith("bosk_")
+
+        # A crashed API is restarted by the supervisor.
+        api = next(
+            c for c in psutil.Process(first.process.pid).children() if "serve" in " ".join(c.cmdline())
+        )
+        os.killpg(api.pid, signal.SIGKILL)
+        time.sleep(0.5)
+        first.wait_healthy()
+        assert "api exited" in first.output
+
+        left = first.stop(signal.SIGTERM)
+        assert left == [], f"left running: {left}"
+        assert not (data_dir / "stack.json").exists()
+    finally:
+        if first.process.poll() is None:
+            first.process.kill()
+
+    # A second run reuses the data: same events, same console key, no second demo load.
+    second = Up(data_dir)
+    try:
+        second.wait_ready()
+        assert "Demo data      already loaded" in second.output
+        assert second.staff_key() == key
+        _, body = second.get("/events?limit=100")
+        assert isinstance(body, dict)
+        assert sorted(item["id"] for item in body["items"]) == event_ids
+        left = second.stop(signal.SIGINT)
+        assert left == [], f"left running: {left}"
+    finally:
+        if second.process.poll() is None:
+            second.process.kill()
+
+
+def test_up_with_urls_set_uses_those_servers_and_starts_none(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    data_dir = tmp_path / "data"
+    up = Up(data_dir, BOXOFFICE_DATABASE_URL=database_url, BOXOFFICE_REDIS_URL=redis_url)
+    try:
+        up.wait_ready()
+        assert not (data_dir / "postgres").exists()
+        assert not (data_dir / "valkey").exists()
+        status, _ = up.get("/events")
+        assert status == 200
+        assert up.stop(signal.SIGTERM) == []
+    finally:
+        if up.process.poll() is None:
+            up.process.kill()
+
+
+def test_a_signal_while_starting_still_stops_the_servers(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    up = Up(data_dir)
+    try:
+        # Stop as soon as PostgreSQL exists, long before the API is up.
+        deadline = time.monotonic() + 60
+        while not (data_dir / "postgres" / "postmaster.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert up.stop(signal.SIGTERM) == []
+    finally:
+        if up.process.poll() is None:
+            up.process.kill()

@@ -1,0 +1,136 @@
+"""Promise 3 with the daemon dying: a worker killed with SIGKILL mid-job loses nothing.
+
+The expiry job of one hold is caught mid-transaction (the test holds that hold's row lock,
+so the job waits inside its transaction), the worker's whole process group is SIGKILLed,
+and a fresh worker must leave every expired hold tidied within a sweeper interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+from redis import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.holds import service as holds
+from booking.holds.policy import HoldPolicy
+from booking.holds.service import Owner, SeatSelection
+from daemon.periodic import SWEEP_INTERVAL
+from tests.conftest import _conninfo
+from tests.factories import make_event, make_fan
+
+pytestmark = pytest.mark.slow
+SLACK = 10  # worker start-up and job pick-up, on top of the sweeper interval
+
+
+def _start_worker(database_url: str, redis_url: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, BOXOFFICE_DATABASE_URL=database_url, BOXOFFICE_REDIS_URL=redis_url)
+    return subprocess.Popen(
+        [sys.executable, "-m", "console", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _kill(worker: subprocess.Popen[bytes]) -> None:
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+
+
+async def _wait_all_tidied(session: AsyncSession, deadline: float) -> tuple[int, int]:
+    while True:
+        await session.rollback()
+        row = (
+            await session.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM holds WHERE state = 'active'),"
+                    " (SELECT count(*) FROM inventory_units WHERE state = 'held')"
+                )
+            )
+        ).one()
+        if row == (0, 0) or time.monotonic() > deadline:
+            return int(row[0]), int(row[1])
+        await asyncio.sleep(0.25)
+
+
+async def _short_holds(session: AsyncSession, count: int) -> list[holds.HoldView]:
+    event = await make_event(session, seats=count, ga_capacity=1)
+    policy = HoldPolicy(ttl=dt.timedelta(seconds=3))
+    views = []
+    for seat in event.seat_ids:
+        owner = Owner(fan_id=await make_fan(session))
+        views.append(
+            await holds.create_hold(
+                session, owner=owner, event_id=event.event_id, selection=SeatSelection((seat,)), policy=policy
+            )
+        )
+        await session.commit()
+    return views
+
+
+async def test_sigkill_mid_expiry_job_then_restart_tidies_everything(
+    session: AsyncSession, database_url: str, redis_url: str
+) -> None:
+    views = await _short_holds(session, 20)
+    victim = views[0].id
+    blocker = psycopg.connect(_conninfo(database_url))
+    # Activity statistics are a snapshot per transaction: watch from outside the blocker's.
+    watcher = psycopg.connect(_conninfo(database_url), autocommit=True)
+    worker = _start_worker(database_url, redis_url)
+    try:
+        blocker.execute("SELECT 1 FROM holds WHERE id = %s FOR UPDATE", (victim,))
+        # Wait until the worker is inside the victim's expiry job, waiting on our lock.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).fetchone()
+            if waiting and waiting[0] > 0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the expiry job never reached the locked hold")
+        _kill(worker)
+    finally:
+        blocker.rollback()
+        blocker.close()
+        watcher.close()
+    assert (await holds.get_hold(session, victim)).state == "active"  # the killed job did nothing
+
+    worker = _start_worker(database_url, redis_url)
+    try:
+        left = await _wait_all_tidied(session, time.monotonic() + SWEEP_INTERVAL + SLACK)
+    finally:
+        _kill(worker)
+    assert left == (0, 0)
+
+
+async def test_with_redis_wiped_the_sweeper_alone_tidies_everything(
+    session: AsyncSession, database_url: str, redis_url: str
+) -> None:
+    await _short_holds(session, 10)
+    worker = _start_worker(database_url, redis_url)
+    try:
+        await asyncio.sleep(2)  # the relay has scheduled the expiry jobs by now
+    finally:
+        _kill(worker)
+    Redis.from_url(redis_url).flushdb()  # every scheduled expiry job is gone
+    await asyncio.sleep(1.5)  # past the 3 s deadline
+    worker = _start_worker(database_url, redis_url)
+    try:
+        left = await _wait_all_tidied(session, time.monotonic() + SWEEP_INTERVAL + SLACK)
+    finally:
+        _kill(worker)
+    assert left == (0, 0)

@@ -1,0 +1,146 @@
+"""Promises 3, 5 and 6 in the daemon: expiry needs no job, jobs and relays can repeat."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.errors import SeatsTaken
+from booking.holds import service as holds
+from booking.holds.policy import HoldPolicy
+from booking.holds.service import Owner, SeatSelection
+from booking.outbox import Message, relay_batch
+from daemon.periodic import PERIODIC, tick
+from jobs.holds import expire_hold, sweep_expired_holds
+from jobs.outbox import relay_outbox, seatmap_version_key, units_channel
+from tests.factories import SmallEvent, advance_clock, make_event, make_fan
+
+pytestmark = pytest.mark.usefixtures("job_env")
+
+
+@pytest.fixture
+async def event(session: AsyncSession) -> SmallEvent:
+    return await make_event(session, seats=6, ga_capacity=2)
+
+
+async def _hold(
+    session: AsyncSession, event: SmallEvent, seats: list[int], policy: HoldPolicy
+) -> holds.HoldView:
+    owner = Owner(fan_id=await make_fan(session))
+    view = await holds.create_hold(
+        session, owner=owner, event_id=event.event_id, selection=SeatSelection(tuple(seats)), policy=policy
+    )
+    await session.commit()
+    return view
+
+
+async def test_with_a_five_second_ttl_and_no_worker_the_seats_free_up_on_time(
+    session: AsyncSession, event: SmallEvent
+) -> None:
+    policy = HoldPolicy(ttl=dt.timedelta(seconds=5))
+    first = await _hold(session, event, event.seat_ids[:2], policy)
+    with pytest.raises(SeatsTaken):
+        await _hold(session, event, event.seat_ids[:2], policy)
+    await session.rollback()
+    remaining = (first.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+    await asyncio.sleep(max(remaining, 0) + 0.2)
+    second = await _hold(session, event, event.seat_ids[:2], policy)
+    assert {i.seat_id for i in second.items} == set(event.seat_ids[:2])
+    # No job ran: the first hold is still 'active' in its row, and blocks no one.
+    assert (await holds.get_hold(session, first.id)).state == "active"
+
+
+async def test_a_duplicated_expiry_job_has_one_effect(session: AsyncSession, event: SmallEvent) -> None:
+    view = await _hold(session, event, event.seat_ids[:2], HoldPolicy())
+    await advance_clock(session, 600)
+    assert await expire_hold(str(view.id)) is True
+    assert await expire_hold(str(view.id)) is False
+    assert await session.scalar(text("SELECT count(*) FROM outbox WHERE topic = 'hold.expired'")) == 1
+    assert await session.scalar(text("SELECT count(*) FROM inventory_units WHERE state = 'held'")) == 0
+
+
+async def test_an_expiry_job_before_the_deadline_does_nothing(
+    session: AsyncSession, event: SmallEvent
+) -> None:
+    view = await _hold(session, event, event.seat_ids[:1], HoldPolicy())
+    assert await expire_hold(str(view.id)) is False
+    assert (await holds.get_hold(session, view.id)).state == "active"
+
+
+async def test_the_sweeper_job_tidies_everything_overdue(session: AsyncSession, event: SmallEvent) -> None:
+    for seat in event.seat_ids:
+        await _hold(session, event, [seat], HoldPolicy())
+    await advance_clock(session, 600)
+    assert await sweep_expired_holds(limit=4) == len(event.seat_ids)  # more than one batch
+    assert await sweep_expired_holds() == 0
+
+
+async def test_a_duplicated_relay_has_one_effect(
+    session: AsyncSession, event: SmallEvent, redis_url: str
+) -> None:
+    redis = Redis.from_url(redis_url)
+    listener = redis.pubsub()
+    listener.subscribe(units_channel(str(event.event_id)))
+    view = await _hold(session, event, event.seat_ids[:2], HoldPolicy())
+    assert await relay_outbox() == {"delivered": 2, "failed": 0}
+    # The relay died before recording the delivery: everything goes out again.
+    await session.execute(text("UPDATE outbox SET relayed_at = NULL"))
+    await session.commit()
+    assert await relay_outbox() == {"delivered": 2, "failed": 0}
+
+    scheduled = ScheduledJobRegistry(queue=Queue("holds", connection=redis)).get_job_ids()
+    assert len([j for j in scheduled if str(view.id) in j]) == 1
+    assert int(redis.get(seatmap_version_key(str(event.event_id))) or 0) == 1
+    published = []
+    for _ in range(20):
+        message = listener.get_message(timeout=0.1)
+        if message and message["type"] == "message":
+            published.append(json.loads(message["data"]))
+    assert len(published) == 1
+    assert published[0]["unit_ids"] == [i.unit_id for i in view.items]
+    assert published[0]["state"] == "held"
+
+
+async def test_a_failing_consumer_is_retried_later_not_lost(session: AsyncSession, event: SmallEvent) -> None:
+    await _hold(session, event, event.seat_ids[:1], HoldPolicy())
+
+    async def broken(message: Message) -> None:
+        raise ConnectionError("consumer down")
+
+    result = await relay_batch(session, broken)
+    assert result.failed == 2
+    rows = (
+        await session.execute(
+            text("SELECT attempts, relayed_at, available_at > now(), last_error FROM outbox")
+        )
+    ).all()
+    assert all(a == 1 and r is None and later and "consumer down" in e for a, r, later, e in rows)
+    # Not due yet: the next relay skips them.
+    delivered: list[Message] = []
+
+    async def working(message: Message) -> None:
+        delivered.append(message)
+
+    assert (await relay_batch(session, working)).delivered == 0
+    await session.execute(text("UPDATE outbox SET available_at = now()"))
+    await session.commit()
+    assert (await relay_batch(session, working)).delivered == 2
+    assert len({m.event_id for m in delivered}) == 2
+
+
+def test_each_periodic_slot_is_enqueued_once_however_many_workers_tick(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    now = 1_800_000_000.5
+    first = tick(redis, now)
+    assert len(first) == len(PERIODIC)
+    assert tick(redis, now) == []  # a second worker, same second
+    assert tick(redis, now + 1) == ["tick-relay-1800000001"]  # only the 1 s task has a new slot
+    assert tick(redis, now + 15) == ["tick-relay-1800000015", "tick-sweep-120000001"]

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+
+from booking.keys import SigningKeyError, load_signing_keys
+from booking.settings import Settings
+
+
+def test_keys_are_generated_once_owner_only_and_reused(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    first = load_signing_keys(settings)
+    key_file = tmp_path / "keys" / "ticket_signing_key.pem"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "keys" / "token_secret").stat().st_mode) == 0o600
+    second = load_signing_keys(settings)
+    assert second.ticket_public_pem() == first.ticket_public_pem()
+    assert second.token_secret == first.token_secret
+    # A signature made before a restart verifies after it.
+    signature = first.ticket_key.sign(b"ticket")
+    second.ticket_public_key.verify(signature, b"ticket")
+    with pytest.raises(InvalidSignature):
+        second.ticket_public_key.verify(signature, b"forged")
+
+
+def test_configured_keys_win_and_nothing_is_written(tmp_path: Path) -> None:
+    generated = load_signing_keys(Settings(data_dir=tmp_path / "a"))
+    pem = generated.ticket_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    settings = Settings(data_dir=tmp_path / "b", ticket_signing_key=pem, token_secret="s" * 40)
+    keys = load_signing_keys(settings)
+    assert keys.ticket_public_pem() == generated.ticket_public_pem()
+    assert keys.token_secret == b"s" * 40
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("bad", ["not a key", "ec"])
+def test_a_malformed_configured_key_is_refused(tmp_path: Path, bad: str) -> None:
+    if bad == "ec":
+        bad = (
+            generate_private_key(SECP256R1())
+            .private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            .decode()
+        )
+    with pytest.raises(SigningKeyError, match="BOXOFFICE_TICKET_SIGNING_KEY"):
+        load_signing_keys(Settings(data_dir=tmp_path, ticket_signing_key=bad))
+
+
+def test_a_short_token_secret_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SigningKeyError, match="32 bytes"):
+        load_signing_keys(Settings(data_dir=tmp_path, token_secret="short"))
