@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,22 +112,41 @@ def _backoff(attempts: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(2**attempts, 300))
 
 
-async def relay_batch(session: AsyncSession, deliver: Deliver, *, limit: int = 100) -> RelayResult:
-    """Deliver up to ``limit`` pending messages in id order and commit.
+async def relay_batch(
+    session: AsyncSession,
+    deliver: Deliver,
+    *,
+    topics: Collection[str],
+    limit: int = 100,
+    fatal: tuple[type[BaseException], ...] = (),
+) -> RelayResult:
+    """Deliver up to ``limit`` pending messages of ``topics`` in id order and commit.
+
+    Only topics a consumer exists for are taken: a fact nobody acts on yet (a refund to make,
+    say) stays pending, visible in the backlog, until a consumer for it is deployed, instead
+    of being marked relayed and lost.
 
     Rows are taken with ``FOR UPDATE SKIP LOCKED``, so several relays share the work without
     delivering one message twice at the same time. Delivery is at least once: a relay that
     dies after delivering but before committing delivers again, and consumers dedupe by
-    ``event_id``. A failed delivery is retried later with exponential backoff.
+    ``event_id``. A failed delivery is retried later with exponential backoff; an exception
+    of a ``fatal`` type (the job runner's own timeout, say) is not a failed delivery and
+    propagates, rolling the batch back.
     """
     rows = (
         (
             await session.execute(
                 select(OutboxMessage)
-                .where(OutboxMessage.relayed_at.is_(None), OutboxMessage.available_at <= func.now())
+                .where(
+                    OutboxMessage.relayed_at.is_(None),
+                    OutboxMessage.available_at <= func.now(),
+                    OutboxMessage.topic.in_(list(topics)),
+                )
                 .order_by(OutboxMessage.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
+                # The session may be reused across batches: read the rows as they are now.
+                .execution_options(populate_existing=True)
             )
         )
         .scalars()
@@ -138,6 +157,8 @@ async def relay_batch(session: AsyncSession, deliver: Deliver, *, limit: int = 1
         message = Message(row.id, row.event_id, row.topic, row.catalog_event_id, row.payload, row.attempts)
         try:
             await deliver(message)
+        except fatal:
+            raise
         except Exception as error:
             failed += 1
             await session.execute(

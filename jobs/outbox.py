@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import uuid
 
 from redis import Redis
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
+from rq.timeouts import JobTimeoutException
 
 from booking.outbox import Message, RelayResult, Topic, relay_batch
 from jobs.db import job_session, redis_url
@@ -32,17 +32,15 @@ def seatmap_version_key(event_id: str) -> str:
     return f"boxoffice:event:{{{event_id}}}:seatmap-version"
 
 
-def first_time(redis: Redis, consumer: str, event_id: uuid.UUID) -> bool:
-    """True the first time ``consumer`` sees this outbox event (remembered for 7 days)."""
-    return bool(redis.set(f"boxoffice:seen:{consumer}:{event_id}", 1, nx=True, ex=SEEN_TTL))
-
-
 def expiry_job_id(hold_id: str, deadline: dt.datetime) -> str:
     # One job per hold and deadline: a renewal schedules a new one, a re-relay does not.
     return f"expire-{hold_id}-{int(deadline.timestamp())}"
 
 
 class Consumers:
+    # The topics acted on here; others stay pending on the outbox for their own consumer.
+    TOPICS = frozenset({Topic.HOLD_CREATED, Topic.HOLD_RENEWED, Topic.HOLD_PAYING, Topic.UNITS_CHANGED})
+
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self.holds_queue = Queue(HOLDS_QUEUE, connection=redis)
@@ -68,7 +66,13 @@ class Consumers:
             )
 
     def publish_units(self, message: Message) -> None:
-        if not first_time(self.redis, "units", message.event_id):
+        """Bump the event's seat-map version and publish the change, once per message.
+
+        The message is remembered only after the publish succeeds: a Redis error leaves it
+        to be retried rather than marked seen and never published. A crash between the two
+        publishes it twice, which listeners tolerate (updates carry the message id)."""
+        seen = f"boxoffice:seen:units:{message.event_id}"
+        if self.redis.exists(seen):
             return
         event_id = str(message.payload["event_id"])
         version = self.redis.incr(seatmap_version_key(event_id))
@@ -79,6 +83,7 @@ class Consumers:
             "state": message.payload["state"],
         }
         self.redis.publish(units_channel(event_id), json.dumps(update))
+        self.redis.set(seen, 1, ex=SEEN_TTL)
 
 
 async def relay_outbox(limit: int = 500) -> dict[str, int]:
@@ -89,7 +94,13 @@ async def relay_outbox(limit: int = 500) -> dict[str, int]:
     try:
         async with job_session() as session:
             while True:
-                result: RelayResult = await relay_batch(session, consumers.deliver, limit=limit)
+                result: RelayResult = await relay_batch(
+                    session,
+                    consumers.deliver,
+                    topics=Consumers.TOPICS,
+                    limit=limit,
+                    fatal=(JobTimeoutException,),
+                )
                 delivered += result.delivered
                 failed += result.failed
                 if result.delivered + result.failed < limit:

@@ -17,10 +17,10 @@ from booking.errors import SeatsTaken
 from booking.holds import service as holds
 from booking.holds.policy import HoldPolicy
 from booking.holds.service import Owner, SeatSelection
-from booking.outbox import Message, relay_batch
+from booking.outbox import Message, Topic, emit, relay_batch
 from daemon.periodic import PERIODIC, tick
 from jobs.holds import expire_hold, sweep_expired_holds
-from jobs.outbox import relay_outbox, seatmap_version_key, units_channel
+from jobs.outbox import Consumers, relay_outbox, seatmap_version_key, units_channel
 from tests.factories import SmallEvent, advance_clock, make_event, make_fan
 
 pytestmark = pytest.mark.usefixtures("job_env")
@@ -115,7 +115,7 @@ async def test_a_failing_consumer_is_retried_later_not_lost(session: AsyncSessio
     async def broken(message: Message) -> None:
         raise ConnectionError("consumer down")
 
-    result = await relay_batch(session, broken)
+    result = await relay_batch(session, broken, topics=Consumers.TOPICS)
     assert result.failed == 2
     rows = (
         await session.execute(
@@ -129,11 +129,58 @@ async def test_a_failing_consumer_is_retried_later_not_lost(session: AsyncSessio
     async def working(message: Message) -> None:
         delivered.append(message)
 
-    assert (await relay_batch(session, working)).delivered == 0
+    assert (await relay_batch(session, working, topics=Consumers.TOPICS)).delivered == 0
     await session.execute(text("UPDATE outbox SET available_at = now()"))
     await session.commit()
-    assert (await relay_batch(session, working)).delivered == 2
+    assert (await relay_batch(session, working, topics=Consumers.TOPICS)).delivered == 2
     assert len({m.event_id for m in delivered}) == 2
+
+
+async def test_a_fact_no_consumer_acts_on_stays_pending(session: AsyncSession, event: SmallEvent) -> None:
+    await emit(session, Topic.HOLD_REFUND_REQUIRED, {"hold_id": "x"}, catalog_event_id=event.event_id)
+    await session.commit()
+    assert await relay_outbox() == {"delivered": 0, "failed": 0}
+    pending = await session.scalar(
+        text("SELECT count(*) FROM outbox WHERE topic = 'hold.refund_required' AND relayed_at IS NULL")
+    )
+    assert pending == 1
+
+
+async def test_a_fatal_error_during_delivery_rolls_the_batch_back(
+    session: AsyncSession, event: SmallEvent
+) -> None:
+    await _hold(session, event, event.seat_ids[:1], HoldPolicy())
+
+    class Stop(BaseException):
+        pass
+
+    async def killed(message: Message) -> None:
+        raise Stop()
+
+    with pytest.raises(Stop):
+        await relay_batch(session, killed, topics=Consumers.TOPICS, fatal=(Stop,))
+    await session.rollback()
+    rows = (await session.execute(text("SELECT attempts, relayed_at FROM outbox"))).all()
+    assert rows
+    assert all(attempts == 0 and relayed is None for attempts, relayed in rows)
+
+
+async def test_a_publish_that_fails_is_published_on_the_retry(
+    session: AsyncSession, event: SmallEvent, redis_url: str
+) -> None:
+    await _hold(session, event, event.seat_ids[:1], HoldPolicy())
+    redis = Redis.from_url(redis_url)
+    broken = Consumers(Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2))
+    result = await relay_batch(session, broken.deliver, topics=[Topic.UNITS_CHANGED])
+    assert result.failed == 1
+    await session.execute(text("UPDATE outbox SET available_at = now()"))
+    await session.commit()
+    listener = redis.pubsub()
+    listener.subscribe(units_channel(str(event.event_id)))
+    result = await relay_batch(session, Consumers(redis).deliver, topics=[Topic.UNITS_CHANGED])
+    assert result.delivered == 1
+    published = [m for _ in range(20) if (m := listener.get_message(timeout=0.1)) and m["type"] == "message"]
+    assert len(published) == 1
 
 
 def test_each_periodic_slot_is_enqueued_once_however_many_workers_tick(redis_url: str) -> None:
