@@ -87,10 +87,8 @@ class IdempotencyMiddleware(ASGIMiddleware):
 
         async def operation(session: AsyncSession) -> StoredResponse:
             scope.setdefault("state", {})[STATE_KEY] = session
-            captured = await _capture(next_app, scope, body)
-            if captured.status >= 400:
-                await session.rollback()  # the route failed: none of its work may stay
-            return captured
+            # A 4xx or 5xx undoes the route's work (run_once rolls its savepoint back).
+            return await _capture(next_app, scope, body)
 
         try:
             outcome = await run_once(

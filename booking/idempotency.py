@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from psycopg import errors as pg_errors
 from sqlalchemy import (
     BigInteger,
-    CheckConstraint,
     Integer,
     LargeBinary,
     String,
@@ -24,30 +23,26 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from booking.db import Base, now_default, state_enum
+from booking.db import Base, now_default
 from booking.errors import BookingError, IdempotencyKeyInProgress, IdempotencyKeyReused, InvalidRequest
 
 KEY_LIFETIME = dt.timedelta(hours=24)
 
 
-class IdempotencyState(enum.StrEnum):
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-
-
 class IdempotencyKey(Base):
-    """One row per (caller, key). ``request_hash`` tells a replay from a reuse with another body."""
+    """One row per (caller, key), holding the response the first request got.
+
+    A row becomes visible only when the request's work commits, in the same transaction, so
+    a committed row always has its response; a request that dies leaves no row behind.
+    ``request_hash`` tells a replay from a reuse of the key with another request.
+    """
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (
-        UniqueConstraint("scope", "key"),
-        CheckConstraint(
-            "(state = 'completed') = (response_status IS NOT NULL)", name="completed_has_response"
-        ),
-    )
+    __table_args__ = (UniqueConstraint("scope", "key"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     scope: Mapped[str] = mapped_column(String(120))
@@ -55,9 +50,7 @@ class IdempotencyKey(Base):
     method: Mapped[str] = mapped_column(String(10))
     path: Mapped[str] = mapped_column(String(500))
     request_hash: Mapped[str] = mapped_column(String(64))
-    state: Mapped[IdempotencyState] = mapped_column(
-        state_enum(IdempotencyState, "state"), server_default=IdempotencyState.IN_PROGRESS.value
-    )
+    # Null only inside the transaction that is running the request.
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_headers: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -67,9 +60,6 @@ class IdempotencyKey(Base):
     )
 
 
-# An in-progress key older than this belongs to a request that died (its transaction, and so
-# its work, rolled back with it); a retry may take the key over and run again.
-STALE_AFTER = dt.timedelta(seconds=60)
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
@@ -94,70 +84,64 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-async def _begin(
+async def _take(
     session: AsyncSession, *, scope: str, key: str, method: str, path: str, fingerprint: str
 ) -> int | StoredResponse:
-    """Take the key for this request (returning its row id), or return the stored response.
+    """Take the key inside the caller's open transaction (returning its row id, locked until
+    that transaction ends), or return the response stored by an earlier request.
+
+    A duplicate that arrives while the first request runs waits on the first one's
+    uncommitted row: when that commits, the duplicate gets its stored response; when it rolls
+    back, the duplicate takes the key and runs. The wait is bounded by the engine's
+    ``lock_timeout``.
 
     Raises:
         IdempotencyKeyReused: the key was used for a different request.
-        IdempotencyKeyInProgress: the first request with this key is still running.
+        IdempotencyKeyInProgress: the first request with this key outlasted the lock timeout.
     """
     fresh: dict[str, Any] = {
         "method": method,
         "path": path,
         "request_hash": fingerprint,
-        "state": IdempotencyState.IN_PROGRESS,
         "response_status": None,
         "response_headers": {},
         "response_body": None,
         "created_at": func.now(),
         "expires_at": func.now() + KEY_LIFETIME,
     }
-    inserted = await session.scalar(
-        pg_insert(IdempotencyKey)
-        .values(scope=scope, key=key, **fresh)
-        .on_conflict_do_nothing(index_elements=["scope", "key"])
-        .returning(IdempotencyKey.id)
-    )
-    if inserted is not None:
-        return int(inserted)
-    row, now = (
-        await session.execute(
-            select(IdempotencyKey, func.now())
-            .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
-            .with_for_update(of=IdempotencyKey)
-            .execution_options(populate_existing=True)
+    try:
+        inserted = await session.scalar(
+            pg_insert(IdempotencyKey)
+            .values(scope=scope, key=key, **fresh)
+            .on_conflict_do_nothing(index_elements=["scope", "key"])
+            .returning(IdempotencyKey.id)
         )
-    ).one()
+        if inserted is not None:
+            return int(inserted)
+        found = (
+            await session.execute(
+                select(IdempotencyKey, func.now())
+                .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
+                .with_for_update(of=IdempotencyKey)
+                .execution_options(populate_existing=True)
+            )
+        ).one_or_none()
+    except DBAPIError as error:
+        if isinstance(error.orig, pg_errors.LockNotAvailable):
+            raise IdempotencyKeyInProgress("Retry after the first request has finished.") from None
+        raise
+    if found is None:
+        # Pruned between the two statements: the key is free.
+        return await _take(session, scope=scope, key=key, method=method, path=path, fingerprint=fingerprint)
+    row, now = found
     if row.expires_at <= now:
         # Past its 24 hours but not yet pruned: the key is free again.
         await session.execute(update(IdempotencyKey).where(IdempotencyKey.id == row.id).values(**fresh))
         return row.id
     if row.request_hash != fingerprint:
         raise IdempotencyKeyReused("Use a new key for a different request.")
-    if row.state == IdempotencyState.IN_PROGRESS:
-        if row.created_at > now - STALE_AFTER:
-            raise IdempotencyKeyInProgress("Retry after the first request has finished.")
-        await session.execute(
-            update(IdempotencyKey).where(IdempotencyKey.id == row.id).values(created_at=func.now())
-        )
-        return row.id
-    assert row.response_status is not None
+    assert row.response_status is not None, "a committed key always has its response"
     return StoredResponse(row.response_status, row.response_body or b"", dict(row.response_headers))
-
-
-async def _store(session: AsyncSession, record_id: int, response: StoredResponse) -> None:
-    await session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.id == record_id)
-        .values(
-            state=IdempotencyState.COMPLETED,
-            response_status=response.status,
-            response_headers=response.headers,
-            response_body=response.body,
-        )
-    )
 
 
 async def run_once(
@@ -173,57 +157,66 @@ async def run_once(
 ) -> Outcome:
     """Run ``operation`` at most once per (``scope``, ``key``) and the same request.
 
-    The key is taken in its own committed transaction, so a concurrent duplicate sees it at
-    once (and gets IdempotencyKeyInProgress). The operation's work and its stored response
-    commit together in one transaction: either both happen or neither, so a crash between
-    them cannot lead to the work being done twice. A BookingError raised by the operation
-    rolls its work back and is stored (rendered by ``render_error``) like any response;
-    anything else, or a 5xx, releases the key so the request can be retried.
+    The key, the operation's work and the stored response are one transaction: either all
+    commit or none does, so a crash at any point leaves the key free and nothing done, and a
+    retry runs the request afresh. The operation runs in a savepoint: a BookingError it raises,
+    or a 4xx response it returns, undoes its work and the response is stored and replayed
+    like any other. A 5xx (or any other exception) is not the request's answer: everything
+    rolls back, the key included, so a retry runs again.
 
     Raises:
         InvalidRequest: the key is empty, too long or not printable ASCII.
-        IdempotencyKeyReused, IdempotencyKeyInProgress: see ``_begin``.
+        IdempotencyKeyReused, IdempotencyKeyInProgress: see ``_take``.
     """
     if not KEY_PATTERN.match(key):
         raise InvalidRequest("An Idempotency-Key is 1 to 255 printable ASCII characters.")
     fingerprint = request_fingerprint(method, path, body)
     async with sessions() as session:
-        taken = await _begin(session, scope=scope, key=key, method=method, path=path, fingerprint=fingerprint)
-        await session.commit()
-    if isinstance(taken, StoredResponse):
-        return Outcome(taken, replayed=True)
-    try:
-        async with sessions() as session:
-            try:
-                response = await operation(session)
-            except BookingError as error:
-                await session.rollback()
-                response = render_error(error)
-            if response.status < 500:
-                await _store(session, taken, response)
-                await session.commit()
-                return Outcome(response, replayed=False)
-    except BaseException:
-        await _release(sessions, taken)
-        raise
-    # A server error is not the request's answer: free the key so a retry runs again.
-    await _release(sessions, taken)
-    return Outcome(response, replayed=False)
-
-
-async def _release(sessions: async_sessionmaker[AsyncSession], record_id: int) -> None:
-    async with sessions() as session:
+        taken = await _take(session, scope=scope, key=key, method=method, path=path, fingerprint=fingerprint)
+        if isinstance(taken, StoredResponse):
+            await session.commit()
+            return Outcome(taken, replayed=True)
+        work = await session.begin_nested()
+        try:
+            response = await operation(session)
+        except BookingError as error:
+            await work.rollback()
+            response = render_error(error)
+        else:
+            if response.status >= 400:
+                await work.rollback()
+            else:
+                await work.commit()
+        if response.status >= 500:
+            await session.rollback()
+            return Outcome(response, replayed=False)
         await session.execute(
-            delete(IdempotencyKey).where(
-                IdempotencyKey.id == record_id, IdempotencyKey.state == IdempotencyState.IN_PROGRESS
+            update(IdempotencyKey)
+            .where(IdempotencyKey.id == taken)
+            .values(
+                response_status=response.status,
+                response_headers=response.headers,
+                response_body=response.body,
             )
         )
         await session.commit()
+        return Outcome(response, replayed=False)
 
 
 async def prune(session: AsyncSession, *, limit: int = 10_000) -> int:
-    """Delete up to ``limit`` keys past their 24 hours; returns how many. Commits."""
-    doomed = select(IdempotencyKey.id).where(IdempotencyKey.expires_at <= func.now()).limit(limit)
-    result = await session.execute(delete(IdempotencyKey).where(IdempotencyKey.id.in_(doomed)))
+    """Delete up to ``limit`` keys past their 24 hours; returns how many. Commits.
+
+    A key being reused right now (its row locked by a request that renewed it) is skipped,
+    and the expiry is checked again on the row deleted, so a renewed key is never pruned.
+    """
+    doomed = (
+        select(IdempotencyKey.id)
+        .where(IdempotencyKey.expires_at <= func.now())
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        delete(IdempotencyKey).where(IdempotencyKey.id.in_(doomed), IdempotencyKey.expires_at <= func.now())
+    )
     await session.commit()
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

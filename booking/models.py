@@ -15,7 +15,7 @@ from booking.catalog.models import (
 )
 from booking.db import Base
 from booking.holds.models import Hold, HoldItem, HoldState
-from booking.idempotency import IdempotencyKey, IdempotencyState
+from booking.idempotency import IdempotencyKey
 from booking.inventory.models import InventoryUnit
 from booking.ops.models import ActorType, AuditEntry, Outcome
 from booking.orders.models import Order, OrderChannel, OrderItem, OrderItemState, OrderState
@@ -39,7 +39,6 @@ __all__ = [
     "HoldItem",
     "HoldState",
     "IdempotencyKey",
-    "IdempotencyState",
     "InventoryUnit",
     "Order",
     "OrderChannel",

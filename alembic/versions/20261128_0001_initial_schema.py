@@ -51,13 +51,11 @@ def upgrade() -> None:
     sa.Column('method', sa.String(length=10), nullable=False),
     sa.Column('path', sa.String(length=500), nullable=False),
     sa.Column('request_hash', sa.String(length=64), nullable=False),
-    sa.Column('state', sa.Enum('in_progress', 'completed', name='state', native_enum=False, create_constraint=True), server_default='in_progress', nullable=False),
     sa.Column('response_status', sa.Integer(), nullable=True),
     sa.Column('response_headers', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
     sa.Column('response_body', sa.LargeBinary(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), server_default=sa.text("now() + interval '24 hours'"), nullable=False),
-    sa.CheckConstraint("(state = 'completed') = (response_status IS NOT NULL)", name=op.f('ck_idempotency_keys_completed_has_response')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_idempotency_keys')),
     sa.UniqueConstraint('scope', 'key', name=op.f('uq_idempotency_keys_scope_key'))
     )

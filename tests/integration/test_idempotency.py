@@ -152,32 +152,87 @@ async def test_a_crash_frees_the_key_and_rolls_the_work_back(engine: AsyncEngine
         assert await _count(session, "holds") == 1
 
 
-async def test_a_key_left_in_progress_by_a_dead_request_is_taken_over(
+async def test_a_duplicate_waits_for_the_first_and_gets_its_answer(
     engine: AsyncEngine, event: SmallEvent
 ) -> None:
     sessions = make_sessionmaker(engine)
     async with sessions() as session:
         owner = Owner(fan_id=await make_fan(session))
-        fingerprint = idempotency.request_fingerprint("POST", "/holds", b"x")
-        await session.execute(
-            text(
-                "INSERT INTO idempotency_keys (scope, key, method, path, request_hash, created_at)"
-                " VALUES ('s', 'k-dead', 'POST', '/holds', :h, now() - interval '2 minutes')"
-            ),
-            {"h": fingerprint},
-        )
-        await session.commit()
-    outcome = await run_once(
-        sessions,
-        scope="s",
-        key="k-dead",
-        method="POST",
-        path="/holds",
-        body=b"x",
-        operation=hold_seats(owner, event, (event.seat_ids[0],)),
-        render_error=render,
-    )
-    assert outcome.response.status == 201
+    first_running = asyncio.Event()
+    finish = asyncio.Event()
+    runs = 0
+
+    async def slow(session: AsyncSession) -> StoredResponse:
+        nonlocal runs
+        runs += 1
+        response = await hold_seats(owner, event, (event.seat_ids[0],))(session)
+        first_running.set()
+        await finish.wait()
+        return response
+
+    call = dict(scope="s", key="k-slow", method="POST", path="/holds", body=b"x", render_error=render)
+    first = asyncio.create_task(run_once(sessions, operation=slow, **call))
+    await first_running.wait()
+    second = asyncio.create_task(run_once(sessions, operation=slow, **call))
+    await asyncio.sleep(0.3)
+    assert not second.done()  # waiting on the first request's key, not running
+    finish.set()
+    one, two = await asyncio.gather(first, second)
+    assert runs == 1
+    assert not one.replayed
+    assert two.replayed
+    assert two.response == one.response
+
+
+async def test_a_request_slower_than_the_lock_timeout_answers_in_progress_and_runs_once(
+    database_url: str, event: SmallEvent
+) -> None:
+    engine = make_async_engine(database_url, connect_args={"options": "-c lock_timeout=200ms"})
+    sessions = make_sessionmaker(engine)
+    try:
+        async with sessions() as session:
+            owner = Owner(fan_id=await make_fan(session))
+        finish = asyncio.Event()
+        started = asyncio.Event()
+        runs = 0
+
+        async def slow(session: AsyncSession) -> StoredResponse:
+            nonlocal runs
+            runs += 1
+            started.set()
+            await finish.wait()
+            return await hold_seats(owner, event, (event.seat_ids[0],))(session)
+
+        call = dict(scope="s", key="k-long", method="POST", path="/holds", body=b"x", render_error=render)
+        first = asyncio.create_task(run_once(sessions, operation=slow, **call))
+        await started.wait()
+        with pytest.raises(IdempotencyKeyInProgress):
+            await run_once(sessions, operation=slow, **call)
+        finish.set()
+        assert (await first).response.status == 201
+        assert runs == 1
+        assert (await run_once(sessions, operation=slow, **call)).replayed
+    finally:
+        await engine.dispose()
+
+
+async def test_a_server_error_leaves_no_key_and_no_work(engine: AsyncEngine, event: SmallEvent) -> None:
+    sessions = make_sessionmaker(engine)
+    async with sessions() as session:
+        owner = Owner(fan_id=await make_fan(session))
+
+    async def failing(session: AsyncSession) -> StoredResponse:
+        await hold_seats(owner, event, (event.seat_ids[0],))(session)
+        return StoredResponse(503, b"busy")
+
+    call = dict(scope="s", key="k-503", method="POST", path="/holds", body=b"x", render_error=render)
+    assert (await run_once(sessions, operation=failing, **call)).response.status == 503
+    async with sessions() as session:
+        assert await _count(session, "idempotency_keys") == 0
+        assert await _count(session, "holds") == 0
+    assert (
+        await run_once(sessions, operation=hold_seats(owner, event, (event.seat_ids[0],)), **call)
+    ).response.status == 201
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "with space", "naïve"])
