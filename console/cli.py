@@ -139,6 +139,9 @@ def serve(
 def worker(
     ctx: typer.Context,
     burst: Annotated[bool, typer.Option(help="Exit once the queues are empty.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every job, not only failures.")
+    ] = False,
 ) -> None:
     """Run the job worker (rq with its scheduler) on the holds, outbox and default queues."""
     from daemon.worker import run
@@ -146,7 +149,7 @@ def worker(
     settings = settings_of(ctx)
     _export_stack_urls(settings)
     try:
-        run(redis_url(settings), burst=burst)
+        run(redis_url(settings), burst=burst, logging_level="INFO" if verbose else "WARNING")
     except (StackError, RedisError) as error:
         _unreachable(error)
 

@@ -8,7 +8,7 @@ dies with the worker that started it.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import multiprocessing
 import signal
 import time
@@ -20,6 +20,8 @@ from rq import Queue
 from rq.exceptions import DuplicateJobError
 
 from daemon.lifecycle import die_with_parent
+
+log = logging.getLogger("boxoffice.ticker")
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,13 @@ def run_ticker(redis_url: str) -> None:
     signal.signal(signal.SIGTERM, stop)
     redis = Redis.from_url(redis_url)
     while not stopping:
-        with contextlib.suppress(RedisError):  # Redis away for a moment: the next tick retries
+        try:
             tick(redis, time.time())
+        except RedisError as error:  # Redis away for a moment: the next tick retries
+            log.warning("tick skipped: %s", error)
+        except Exception:
+            # Whatever went wrong with this tick, the next second's must still happen.
+            log.exception("tick failed")
         time.sleep(1 - time.time() % 1 + 0.01)
 
 
