@@ -20,6 +20,8 @@ class HoldPolicy:
     max_lifetime: dt.timedelta = MAX_LIFETIME
     tickets_per_fan: int = 8
     payment_grace: dt.timedelta = dt.timedelta(minutes=10)
+    # Staff sell to the walk-up queue without the fan cap; this only bounds one hold's size.
+    units_per_staff_hold: int = 100
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HoldPolicy:

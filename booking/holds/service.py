@@ -153,7 +153,11 @@ async def get_hold(session: AsyncSession, hold_id: uuid.UUID, owner: Owner | Non
 async def lock_hold(
     session: AsyncSession, hold_id: uuid.UUID, owner: Owner | None
 ) -> tuple[Hold, dt.datetime]:
-    """The hold row, locked for this transaction, with the database's idea of now."""
+    """The hold row, locked for this transaction, with the database's idea of now.
+
+    Raises:
+        HoldNotFound, InventoryBusy (the hold stayed locked past the lock timeout).
+    """
     query = (
         select(Hold, func.now())
         .where(Hold.id == hold_id)
@@ -162,7 +166,8 @@ async def lock_hold(
     )
     if owner is not None:
         query = query.where(owner.matches())
-    row = (await session.execute(query)).first()
+    async with inventory.busy_is_retryable():
+        row = (await session.execute(query)).first()
     if row is None:
         raise HoldNotFound()
     return row[0], row[1]
@@ -182,7 +187,7 @@ async def move_hold(session: AsyncSession, hold_id: uuid.UUID, move: str, **valu
     return result.first() is not None
 
 
-def _validate(selection: Selection, policy: HoldPolicy) -> int:
+def _validate(selection: Selection, policy: HoldPolicy, owner: Owner) -> int:
     if isinstance(selection, SeatSelection):
         seats = selection.seat_ids
         if not seats:
@@ -194,8 +199,11 @@ def _validate(selection: Selection, policy: HoldPolicy) -> int:
         quantity = selection.quantity
         if quantity < 1:
             raise InvalidRequest("The quantity must be at least 1.")
-    if quantity > policy.tickets_per_fan:
-        raise InvalidRequest(f"At most {policy.tickets_per_fan} tickets can be held at once.")
+    # Fans are capped per event (``_check_cap``); a box-office hold is only kept to a size
+    # one sale can sensibly be.
+    limit = policy.tickets_per_fan if owner.fan_id is not None else policy.units_per_staff_hold
+    if quantity > limit:
+        raise InvalidRequest(f"At most {limit} tickets can be held at once.")
     return quantity
 
 
@@ -236,17 +244,19 @@ async def _open_sale(session: AsyncSession, event_id: uuid.UUID, selection: Sele
 
 
 def _tickets_of_fan(fan_id: uuid.UUID, event_id: uuid.UUID) -> ColumnElement[int]:
-    """Tickets a fan has for an event: in live holds (not past their deadline, or being paid
-    for) and in active orders."""
+    """Tickets a fan has for an event: in live holds not past their deadline (a paying hold's
+    deadline is its payment grace) and in active orders.
+
+    A payment still unsettled past its grace stops counting: its seats are free for others
+    by then, and the reconciliation of stuck payments settles it. Should it succeed late, it
+    becomes an order only if its seats are still free."""
     held = (
         select(func.coalesce(func.sum(Hold.quantity), 0))
         .where(
             Hold.fan_id == fan_id,
             Hold.event_id == event_id,
-            or_(
-                and_(Hold.state.in_([S.ACTIVE, S.FAILED]), Hold.expires_at > func.now()),
-                Hold.state == S.PAYING,
-            ),
+            Hold.state.in_(list(LIVE_STATES)),
+            Hold.expires_at > func.now(),
         )
         .scalar_subquery()
     )
@@ -301,7 +311,7 @@ async def create_hold(
         InvalidRequest, EventNotFound, SaleNotOpen, TierNotFound, TicketCapReached,
         UnknownSeats, SeatsTaken, SoldOut, NotEnoughLeft, InventoryBusy.
     """
-    quantity = _validate(selection, policy)
+    quantity = _validate(selection, policy, owner)
     currency = await _open_sale(session, event_id, selection)
     if owner.fan_id is not None:
         await _check_cap(session, owner.fan_id, event_id, quantity, policy.tickets_per_fan)
@@ -525,7 +535,9 @@ async def start_payment(
     session: AsyncSession, *, owner: Owner | None, hold_id: uuid.UUID, policy: HoldPolicy
 ) -> HoldView:
     """Move a live hold to ``paying`` and keep its units for ``policy.payment_grace`` from now,
-    so a fan who is paying is not raced.
+    so a fan who is paying is not raced. Retries after a declined payment get the same grace,
+    but never past ``created_at + max_lifetime + payment_grace``: declining cards cannot keep
+    seats off sale for ever.
 
     Raises:
         HoldNotFound, HoldStateConflict, HoldExpired (its deadline passed first).
@@ -533,9 +545,9 @@ async def start_payment(
     hold, now = await lock_hold(session, hold_id, owner)
     if hold.state not in HOLD_MOVES["start_payment"][0]:
         raise HoldStateConflict(hold.state.value, "pay for")
-    if hold.expires_at <= now:
+    deadline = min(now + policy.payment_grace, hold.created_at + policy.max_lifetime + policy.payment_grace)
+    if hold.expires_at <= now or deadline <= now:
         raise HoldExpired()
-    deadline = now + policy.payment_grace
     moved = await inventory.move_hold_units(session, Move.EXTEND, hold_id=hold_id, held_until=deadline)
     if len(moved) != hold.quantity:
         raise HoldExpired()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from psycopg import errors as pg_errors
@@ -33,6 +34,18 @@ def is_busy(error: DBAPIError) -> bool:
     return isinstance(error.orig, pg_errors.LockNotAvailable | pg_errors.DeadlockDetected)
 
 
+@asynccontextmanager
+async def busy_is_retryable() -> AsyncIterator[None]:
+    """Turn a lock wait past ``lock_timeout`` (or a deadlock) into InventoryBusy, which
+    callers answer as "busy, retry" instead of a server error."""
+    try:
+        yield
+    except DBAPIError as error:
+        if is_busy(error):
+            raise InventoryBusy() from None
+        raise
+
+
 async def claim_seats(
     session: AsyncSession,
     *,
@@ -43,8 +56,9 @@ async def claim_seats(
 ) -> list[ClaimedUnit]:
     """Hold exactly these seats of one event for ``hold_id``, all or none.
 
-    Rows are locked in id order before the guarded update, so two buyers reaching for
-    overlapping seats queue instead of deadlocking.
+    The claimable rows are locked in id order before the guarded update, so two buyers
+    reaching for overlapping seats queue instead of deadlocking, and seats someone else
+    already has are not locked (or waited for) at all.
 
     Raises (the caller must then roll back, undoing the seats this statement did take):
         UnknownSeats: some ids are not seats of this event.
@@ -54,7 +68,7 @@ async def claim_seats(
     wanted = sorted(set(seat_ids))
     locked = (
         select(U.id)
-        .where(U.event_id == event_id, U.seat_id.in_(wanted))
+        .where(U.event_id == event_id, U.seat_id.in_(wanted), guard(Move.CLAIM))
         .order_by(U.id)
         .with_for_update()
         .cte("locked")
@@ -65,12 +79,8 @@ async def claim_seats(
         .values(**values(Move.CLAIM, hold_id=hold_id, held_until=held_until))
         .returning(U.id, U.seat_id, U.price_tier_id)
     )
-    try:
+    async with busy_is_retryable():
         rows = (await session.execute(statement)).all()
-    except DBAPIError as error:
-        if is_busy(error):
-            raise InventoryBusy() from None
-        raise
     claimed = [ClaimedUnit(unit_id, seat_id, tier_id) for unit_id, seat_id, tier_id in rows]
     if len(claimed) < len(wanted):
         # Only on failure: tell seats that do not exist here from seats someone else has.
@@ -142,22 +152,35 @@ async def count_claimable(session: AsyncSession, *, event_id: uuid.UUID, tier_id
 async def move_hold_units(
     session: AsyncSession, move: Move, *, hold_id: uuid.UUID, held_until: dt.datetime | None = None
 ) -> list[int]:
-    """EXTEND, RELEASE or EXPIRE the units a hold has; returns the ids that moved."""
+    """EXTEND, RELEASE or EXPIRE the units a hold has; returns the ids that moved.
+
+    Rows are locked in id order, like every other statement here, so this never deadlocks
+    with a buyer claiming the same (expired) seats.
+
+    Raises:
+        InventoryBusy: the units stayed locked past the lock timeout.
+    """
     assert move in (Move.EXTEND, Move.RELEASE, Move.EXPIRE)
+    locked = select(U.id).where(U.hold_id == hold_id).order_by(U.id).with_for_update().cte("locked")
     statement = (
         update(U)
-        .where(U.hold_id == hold_id, guard(move, hold_id=hold_id))
+        .where(U.id.in_(select(locked.c.id)), guard(move, hold_id=hold_id))
         .values(**values(move, hold_id=hold_id, held_until=held_until))
         .returning(U.id)
     )
-    return list((await session.scalars(statement)).all())
+    async with busy_is_retryable():
+        return list((await session.scalars(statement)).all())
 
 
 async def sell_units(
     session: AsyncSession, *, unit_ids: Sequence[int], hold_id: uuid.UUID, order_id: uuid.UUID
 ) -> list[int]:
     """Mark a hold's units sold to ``order_id``: those it still holds, or that are free again
-    after its deadline passed. Returns the ids sold; fewer than asked means some were taken."""
+    after its deadline passed. Returns the ids sold; fewer than asked means some were taken.
+
+    Raises:
+        InventoryBusy: the units stayed locked past the lock timeout.
+    """
     locked = select(U.id).where(U.id.in_(list(unit_ids))).order_by(U.id).with_for_update().cte("locked")
     statement = (
         update(U)
@@ -165,15 +188,22 @@ async def sell_units(
         .values(**values(Move.SELL, order_id=order_id))
         .returning(U.id)
     )
-    return list((await session.scalars(statement)).all())
+    async with busy_is_retryable():
+        return list((await session.scalars(statement)).all())
 
 
 async def return_units(session: AsyncSession, *, order_id: uuid.UUID) -> list[int]:
-    """Put an order's sold units back on sale (refund, cancellation)."""
+    """Put an order's sold units back on sale (refund, cancellation).
+
+    Raises:
+        InventoryBusy: the units stayed locked past the lock timeout.
+    """
+    locked = select(U.id).where(U.order_id == order_id).order_by(U.id).with_for_update().cte("locked")
     statement = (
         update(U)
-        .where(U.order_id == order_id, guard(Move.RETURN, order_id=order_id))
+        .where(U.id.in_(select(locked.c.id)), guard(Move.RETURN, order_id=order_id))
         .values(**values(Move.RETURN))
         .returning(U.id)
     )
-    return list((await session.scalars(statement)).all())
+    async with busy_is_retryable():
+        return list((await session.scalars(statement)).all())

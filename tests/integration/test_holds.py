@@ -10,13 +10,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from booking.db import make_sessionmaker
+from booking.accounts.models import StaffRole
+from booking.accounts.staff import create_key
+from booking.db import make_async_engine, make_sessionmaker
 from booking.errors import (
     EventNotFound,
     HoldExpired,
     HoldNotFound,
     HoldStateConflict,
     InvalidRequest,
+    InventoryBusy,
     NotEnoughLeft,
     RenewalLimit,
     SaleNotOpen,
@@ -188,6 +191,79 @@ async def test_the_ticket_cap_counts_holds_and_orders(
             policy=policy,
         )
     assert caught.value.extra == {"cap": 4, "already": 4}
+
+
+async def test_a_payment_unsettled_past_its_grace_stops_counting_toward_the_cap(
+    session: AsyncSession, event: SmallEvent, fan: Owner
+) -> None:
+    policy = HoldPolicy(tickets_per_fan=2)
+    stuck = await _hold_seats(session, event, fan, *event.seat_ids[:2])
+    await holds.start_payment(session, owner=fan, hold_id=stuck.id, policy=policy)
+    await session.commit()
+    with pytest.raises(TicketCapReached):
+        await holds.create_hold(
+            session,
+            owner=fan,
+            event_id=event.event_id,
+            selection=SeatSelection((event.seat_ids[2],)),
+            policy=policy,
+        )
+    await session.rollback()
+    await advance_clock(session, policy.payment_grace.total_seconds() + 1)
+    fresh = await holds.create_hold(
+        session,
+        owner=fan,
+        event_id=event.event_id,
+        selection=SeatSelection((event.seat_ids[2], event.seat_ids[3])),
+        policy=policy,
+    )
+    assert fresh.quantity == 2
+
+
+async def test_box_office_holds_are_not_capped_like_a_fan(session: AsyncSession, event: SmallEvent) -> None:
+    issued = await create_key(session, "till-1", StaffRole.BOX_OFFICE)
+    staff = Owner(staff_key_id=issued.id)
+    policy = HoldPolicy(tickets_per_fan=2, units_per_staff_hold=8)
+    view = await holds.create_hold(
+        session,
+        owner=staff,
+        event_id=event.event_id,
+        selection=SeatSelection(tuple(event.seat_ids[:6])),
+        policy=policy,
+    )
+    assert view.quantity == 6
+    with pytest.raises(InvalidRequest):
+        await holds.create_hold(
+            session,
+            owner=staff,
+            event_id=event.event_id,
+            selection=GASelection(event.ga_tier_id, 9),
+            policy=policy,
+        )
+
+
+async def test_declined_retries_cannot_keep_seats_off_sale_for_ever(
+    session: AsyncSession, event: SmallEvent, fan: Owner
+) -> None:
+    view = await _hold_seats(session, event, fan, event.seat_ids[0])
+    limit = POLICY.max_lifetime + POLICY.payment_grace
+    step = POLICY.payment_grace.total_seconds() - 60
+    tries = 0
+    while True:
+        try:
+            paying = await holds.start_payment(session, owner=fan, hold_id=view.id, policy=POLICY)
+        except HoldExpired:
+            break
+        tries += 1
+        assert paying.expires_at - paying.created_at <= limit
+        await holds.fail_payment(session, hold_id=view.id)
+        await session.commit()
+        await advance_clock(session, step)
+    assert tries <= limit.total_seconds() // step + 1
+    await session.rollback()
+    assert await holds.sweep_expired(session) == 1
+    await session.commit()
+    assert "held" not in await _states(session, event)
 
 
 async def test_no_sale_outside_the_window_or_when_paused(
@@ -434,3 +510,19 @@ async def test_sweeper_tidies_expired_holds_once(engine: AsyncEngine, event: Sma
     async with sessions() as session:
         assert await session.scalar(text("SELECT count(*) FROM holds WHERE state = 'expired'")) == 4
         assert await session.scalar(text("SELECT count(*) FROM outbox WHERE topic = 'hold.expired'")) == 4
+
+
+async def test_a_hold_locked_past_the_lock_timeout_answers_busy_not_a_server_error(
+    database_url: str, session: AsyncSession, event: SmallEvent, fan: Owner
+) -> None:
+    view = await _hold_seats(session, event, fan, event.seat_ids[0])
+    await session.commit()
+    impatient = make_async_engine(database_url, connect_args={"options": "-c lock_timeout=200ms"})
+    try:
+        await session.execute(text("SELECT 1 FROM holds WHERE id = :h FOR UPDATE"), {"h": view.id})
+        async with make_sessionmaker(impatient)() as other:
+            with pytest.raises(InventoryBusy):
+                await holds.release_hold(other, hold_id=view.id, owner=fan)
+        await session.rollback()
+    finally:
+        await impatient.dispose()
