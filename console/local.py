@@ -127,14 +127,20 @@ class LocalStack:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         try:
+            if self.postgres:
+                self.log("starting the embedded PostgreSQL")
             database_url = self.postgres.start() if self.postgres else settings.database_url
             self._checkpoint()
+            if self.valkey:
+                self.log("starting the embedded Valkey")
             redis_url = self.valkey.start() if self.valkey else settings.redis_url
             self._checkpoint()
             assert database_url is not None
             assert redis_url is not None
+            self.log("migrating the database")
             migrations.upgrade(database_url)
             self._checkpoint()
+            self.log("loading the demo data (first run only)")
             prepared = asyncio.run(prepare_database(database_url, settings.data_dir))
             load_signing_keys(settings)
             self._checkpoint()
@@ -156,6 +162,7 @@ class LocalStack:
             )
             for n in range(settings.worker_count):
                 self.supervisor.add(f"worker-{n + 1}", python_module_argv("console", "worker"))
+            self.log("starting the API and the worker")
             self.supervisor.start()
             info = StackInfo(database_url=database_url, redis_url=redis_url, api_url=api_url, pid=os.getpid())
             info.write(settings.data_dir)
