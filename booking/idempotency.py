@@ -22,7 +22,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
@@ -90,14 +89,14 @@ async def _take(
     """Take the key inside the caller's open transaction (returning its row id, locked until
     that transaction ends), or return the response stored by an earlier request.
 
-    A duplicate that arrives while the first request runs waits on the first one's
-    uncommitted row: when that commits, the duplicate gets its stored response; when it rolls
-    back, the duplicate takes the key and runs. The wait is bounded by the engine's
-    ``lock_timeout``.
+    The request running with a key holds a transaction-scoped advisory lock on it; a
+    duplicate that arrives meanwhile fails to take that lock and is answered at once, without
+    waiting on the first request or holding a connection for it. The lock and the key row
+    are taken in one statement.
 
     Raises:
         IdempotencyKeyReused: the key was used for a different request.
-        IdempotencyKeyInProgress: the first request with this key outlasted the lock timeout.
+        IdempotencyKeyInProgress: a request with this key is running right now.
     """
     fresh: dict[str, Any] = {
         "method": method,
@@ -110,12 +109,31 @@ async def _take(
         "expires_at": func.now() + KEY_LIFETIME,
     }
     try:
-        inserted = await session.scalar(
-            pg_insert(IdempotencyKey)
-            .values(scope=scope, key=key, **fresh)
-            .on_conflict_do_nothing(index_elements=["scope", "key"])
-            .returning(IdempotencyKey.id)
-        )
+        got, inserted = (
+            await session.execute(
+                text(
+                    "WITH gate AS (SELECT pg_try_advisory_xact_lock(hashtextextended(:lock, 0)) AS got),"
+                    " taken AS ("
+                    "  INSERT INTO idempotency_keys"
+                    "   (scope, key, method, path, request_hash, response_headers, created_at, expires_at)"
+                    "  SELECT :scope, :key, :method, :path, :hash, '{}'::jsonb, now(), now() + :lifetime"
+                    "  FROM gate WHERE got"
+                    "  ON CONFLICT (scope, key) DO NOTHING RETURNING id)"
+                    " SELECT (SELECT got FROM gate), (SELECT id FROM taken)"
+                ),
+                {
+                    "lock": f"idempotency:{scope}:{key}",
+                    "scope": scope,
+                    "key": key,
+                    "method": method,
+                    "path": path,
+                    "hash": fingerprint,
+                    "lifetime": KEY_LIFETIME,
+                },
+            )
+        ).one()
+        if not got:
+            raise IdempotencyKeyInProgress("Retry after the first request has finished.")
         if inserted is not None:
             return int(inserted)
         found = (
