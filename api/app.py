@@ -13,11 +13,14 @@ from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.auth import COMPONENTS, provide_fan
 from api.idempotency import STATE_KEY as IDEMPOTENT_SESSION
 from api.idempotency import IdempotencyMiddleware
 from api.problems import exception_handlers, problem_details
 from api.routes.events import EventController
+from api.routes.fans import FanController
 from api.routes.health import health
+from api.routes.holds import HoldController
 from booking import __version__
 from booking.db import make_async_engine, make_sessionmaker
 from booking.settings import Settings, get_settings
@@ -70,8 +73,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await engine.dispose()
 
     return Litestar(
-        route_handlers=[health, EventController],
-        dependencies={"db_session": Provide(provide_db_session)},
+        route_handlers=[health, EventController, FanController, HoldController],
+        dependencies={"db_session": Provide(provide_db_session), "fan": Provide(provide_fan)},
         lifespan=[lifespan],
         middleware=[IdempotencyMiddleware()],
         plugins=[problem_details],
@@ -81,6 +84,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version=__version__,
             description="Tickets for high-demand events: discovery, seat maps, holds, checkout, orders.",
             path="/schema",
+            components=COMPONENTS,
         ),
         state=State({"settings": settings}),
     )

@@ -159,3 +159,22 @@ class IdempotencyKeyInProgress(BookingError):
     code = "idempotency-key-in-progress"
     title = "A request with this Idempotency-Key is still being processed"
     status = 409
+
+
+class EmailTaken(BookingError):
+    code = "email-taken"
+    title = "An account with this email already exists"
+    status = 409
+
+
+class InvalidCredentials(BookingError):
+    # One answer for unknown email and wrong password: the API never confirms an account.
+    code = "invalid-credentials"
+    title = "Email or password is wrong"
+    status = 401
+
+
+class NotAuthenticated(BookingError):
+    code = "not-authenticated"
+    title = "Sign in first"
+    status = 401

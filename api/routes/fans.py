@@ -1,0 +1,97 @@
+"""Fan accounts and sessions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import msgspec
+from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth import SECURITY
+from booking.accounts import fans
+
+
+class Registration(msgspec.Struct, frozen=True):
+    email: str
+    password: str
+    display_name: str = ""
+
+
+class Credentials(msgspec.Struct, frozen=True):
+    email: str
+    password: str
+
+
+class FanOut(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    email: str
+    display_name: str
+    created_at: dt.datetime
+
+
+class SessionOut(msgspec.Struct, frozen=True):
+    token: str
+    token_type: str
+    expires_at: dt.datetime
+    fan_id: uuid.UUID
+
+
+def _fan_out(view: fans.FanView) -> FanOut:
+    return FanOut(id=view.id, email=view.email, display_name=view.display_name, created_at=view.created_at)
+
+
+class FanController(Controller):
+    tags = ["fans"]
+
+    @post(
+        "/fans",
+        summary="Create a fan account",
+        description="Email (unique, any case) and a password of 10 to 256 characters. 409 when taken.",
+    )
+    async def register(
+        self, db_session: NamedDependency[AsyncSession], data: JSONBody[Registration]
+    ) -> FanOut:
+        view = await fans.register(
+            db_session, email=data.email, password=data.password, display_name=data.display_name
+        )
+        return _fan_out(view)
+
+    @post(
+        "/sessions",
+        summary="Sign in",
+        description=(
+            "Returns a bearer token for `Authorization: Bearer <token>`, valid 30 days or until revoked."
+        ),
+    )
+    async def sign_in(
+        self, db_session: NamedDependency[AsyncSession], data: JSONBody[Credentials]
+    ) -> SessionOut:
+        issued = await fans.sign_in(db_session, email=data.email, password=data.password)
+        return SessionOut(
+            token=issued.token,
+            token_type="Bearer",  # noqa: S106 (the scheme name, not a secret)
+            expires_at=issued.expires_at,
+            fan_id=issued.fan_id,
+        )
+
+    @delete("/sessions/current", summary="Sign out (revoke this token)", security=SECURITY)
+    async def sign_out(
+        self, db_session: NamedDependency[AsyncSession], fan: NamedDependency[fans.Principal]
+    ) -> None:
+        await fans.sign_out(db_session, fan)
+
+    @delete("/sessions", summary="Sign out everywhere (revoke every token)", security=SECURITY)
+    async def sign_out_everywhere(
+        self, db_session: NamedDependency[AsyncSession], fan: NamedDependency[fans.Principal]
+    ) -> None:
+        await fans.sign_out_everywhere(db_session, fan.fan_id)
+
+    @get("/me", summary="The signed-in fan", security=SECURITY)
+    async def me(
+        self, db_session: NamedDependency[AsyncSession], fan: NamedDependency[fans.Principal]
+    ) -> FanOut:
+        return _fan_out(await fans.get_fan(db_session, fan.fan_id))
