@@ -178,3 +178,44 @@ class NotAuthenticated(BookingError):
     code = "not-authenticated"
     title = "Sign in first"
     status = 401
+
+
+class TicketNotFound(BookingError):
+    # Also the answer for another fan's ticket: its id must look exactly like a missing one.
+    code = "ticket-not-found"
+    title = "No such ticket"
+    status = 404
+
+
+class TicketRevoked(BookingError):
+    code = "ticket-revoked"
+    title = "This ticket has been revoked"
+    status = 409
+
+
+class TicketTokenInvalid(BookingError):
+    """A ticket code that does not prove a ticket; the subclasses say why."""
+
+    code = "ticket-token-invalid"
+    title = "The ticket code is not valid"
+    status = 422
+
+
+class TicketTokenMalformed(TicketTokenInvalid):
+    code = "ticket-token-malformed"
+    title = "The ticket code cannot be read"
+    status = 400
+
+
+class TicketSignatureInvalid(TicketTokenInvalid):
+    code = "ticket-signature-invalid"
+    title = "The ticket code is forged or has been altered"
+    status = 422
+
+
+class TicketKeyUnknown(TicketTokenInvalid):
+    # Either a key rotated out of service or a key that never was ours: the gate cannot tell.
+    code = "ticket-key-unknown"
+    title = "The ticket code was signed with a key that is not trusted here"
+    status = 422
+

@@ -1,0 +1,186 @@
+"""Tickets over the database: the fan's view of a ticket, its token, and the online gate check.
+
+Verbs only read and run in the caller's transaction. A fan reaches a ticket through the order
+that owns it (``orders.fan_id``); anyone else's ticket is reported exactly as a missing one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.catalog.models import Event, PriceTier, Seat, SeatRow, Section, Venue
+from booking.errors import TicketNotFound, TicketRevoked
+from booking.inventory.models import InventoryUnit
+from booking.orders.models import Order, OrderItem
+from booking.tickets.models import Ticket, TicketState
+from booking.tickets.signing import TicketClaims, sign_ticket, verify
+
+
+@dataclass(frozen=True)
+class TicketView:
+    """Everything a fan is shown about one ticket.
+
+    ``starts_at`` is UTC; ``timezone`` is the event's, for showing local time (see
+    ``local_starts_at``). ``token`` is the signed code for the QR; it is None once the ticket
+    is revoked, so a refunded ticket is never handed a fresh code to show at a gate.
+    """
+
+    ticket_id: uuid.UUID
+    order_id: uuid.UUID
+    event_id: uuid.UUID
+    state: TicketState
+    event_title: str
+    performer: str
+    venue_name: str
+    venue_city: str
+    starts_at: dt.datetime
+    timezone: str
+    seat: str
+    issued_at: dt.datetime
+    token: str | None
+
+    @property
+    def local_starts_at(self) -> dt.datetime:
+        return self.starts_at.astimezone(ZoneInfo(self.timezone))
+
+
+@dataclass(frozen=True)
+class TicketCheck:
+    """The result of the online gate check: a genuine token, and what the database says of
+    its ticket now."""
+
+    claims: TicketClaims
+    state: TicketState
+    revoked_at: dt.datetime | None
+    checked_in_at: dt.datetime | None
+
+    @property
+    def admissible(self) -> bool:
+        return self.state == TicketState.VALID
+
+
+def seat_label(*, section: str | None, row: str | None, number: str | None, tier_name: str) -> str:
+    """What a steward reads: section, row and seat for a reserved seat, the tier for GA."""
+    if section is not None and row is not None and number is not None:
+        return f"{section}, Row {row}, Seat {number}"
+    return tier_name
+
+
+async def _load(
+    session: AsyncSession, ticket_id: uuid.UUID, signing_key: Ed25519PrivateKey, fan_id: uuid.UUID | None
+) -> TicketView:
+    # One statement: a ticket page is read far more often than tickets are sold.
+    query = (
+        select(Ticket, Order, Event, Venue, Section.name, SeatRow.label, Seat.number, PriceTier.name)
+        .join(Order, Order.id == Ticket.order_id)
+        .join(Event, Event.id == Ticket.event_id)
+        .join(Venue, Venue.id == Event.venue_id)
+        .join(OrderItem, OrderItem.id == Ticket.order_item_id)
+        .join(PriceTier, PriceTier.id == OrderItem.price_tier_id)
+        .join(InventoryUnit, InventoryUnit.id == Ticket.unit_id)
+        .outerjoin(Seat, Seat.id == InventoryUnit.seat_id)
+        .outerjoin(SeatRow, SeatRow.id == Seat.row_id)
+        .outerjoin(Section, Section.id == SeatRow.section_id)
+        .where(Ticket.id == ticket_id)
+        .execution_options(populate_existing=True)
+    )
+    if fan_id is not None:
+        query = query.where(Order.fan_id == fan_id)
+    row = (await session.execute(query)).one_or_none()
+    if row is None:
+        raise TicketNotFound()
+    ticket, order, event, venue, section, seat_row, number, tier_name = row
+    seat = seat_label(section=section, row=seat_row, number=number, tier_name=tier_name)
+    token = None
+    if ticket.state == TicketState.VALID:
+        token = sign_ticket(
+            signing_key,
+            ticket_id=ticket.id,
+            order_id=order.id,
+            event_id=event.id,
+            seat=seat,
+            issued_at=ticket.issued_at,
+        )
+    return TicketView(
+        ticket_id=ticket.id,
+        order_id=order.id,
+        event_id=event.id,
+        state=ticket.state,
+        event_title=event.title,
+        performer=event.performer,
+        venue_name=venue.name,
+        venue_city=venue.city,
+        starts_at=event.starts_at,
+        timezone=event.timezone,
+        seat=seat,
+        issued_at=ticket.issued_at,
+        token=token,
+    )
+
+
+async def ticket_view(
+    session: AsyncSession, ticket_id: uuid.UUID, fan_id: uuid.UUID, *, signing_key: Ed25519PrivateKey
+) -> TicketView:
+    """The fan's own ticket, with its signed code while it is valid.
+
+    Raises:
+        TicketNotFound: no such ticket, or it belongs to someone else (indistinguishable).
+    """
+    return await _load(session, ticket_id, signing_key, fan_id)
+
+
+async def ticket_token(session: AsyncSession, ticket_id: uuid.UUID, *, signing_key: Ed25519PrivateKey) -> str:
+    """The signed code of a valid ticket, whoever owns it: for staff and jobs (box-office
+    printing, ticket emails), never for a fan-facing answer, which goes through
+    ``ticket_view``. The same ticket and key always give the same code.
+
+    Raises:
+        TicketNotFound: no such ticket.
+        TicketRevoked: the ticket was revoked (its order refunded or cancelled).
+    """
+    view = await _load(session, ticket_id, signing_key, None)
+    if view.token is None:
+        raise TicketRevoked()
+    return view.token
+
+
+async def check_ticket(
+    session: AsyncSession, token: str, public_keys: Ed25519PublicKey | Iterable[Ed25519PublicKey]
+) -> TicketCheck:
+    """Verify ``token`` as ``verify`` does offline, then report its ticket's state as the
+    database has it now, which is where revocation is seen. Reads only; checking a ticket
+    does not check it in.
+
+    A genuine token whose ticket is missing, or whose order or event differ from what was
+    signed, is reported as not found: it does not describe a ticket that exists.
+
+    Raises:
+        TicketTokenMalformed, TicketKeyUnknown, TicketSignatureInvalid: as ``verify``.
+        TicketNotFound: no ticket matches the token's claims.
+    """
+    claims = verify(token, public_keys)
+    ticket = await session.scalar(
+        select(Ticket)
+        .where(
+            Ticket.id == claims.ticket_id,
+            Ticket.order_id == claims.order_id,
+            Ticket.event_id == claims.event_id,
+        )
+        .execution_options(populate_existing=True)
+    )
+    if ticket is None:
+        raise TicketNotFound()
+    return TicketCheck(
+        claims=claims,
+        state=ticket.state,
+        revoked_at=ticket.revoked_at,
+        checked_in_at=ticket.checked_in_at,
+    )
