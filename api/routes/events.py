@@ -1,55 +1,186 @@
-"""Discovery: the events fans can look at."""
+"""Discovery: the events fans can look at, find and open."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.schemas import EventList, EventSummary, Money, VenueRef
-from booking.catalog import service
+from api.schemas import (
+    CategoryCount,
+    EventDetail,
+    EventList,
+    EventSummary,
+    Facets,
+    Money,
+    TierAvailability,
+    VenueDetail,
+    VenueRef,
+)
+from booking.catalog import search, service
+from booking.catalog.models import Category
+
+_CATEGORIES = ", ".join(member.value for member in Category)
+_WHEN = (
+    "An ISO date (the whole day, venue time) or datetime (with an offset: an instant; without: venue time)"
+)
+
+
+def _summary(e: service.EventSummary) -> EventSummary:
+    return EventSummary(
+        id=e.id,
+        slug=e.slug,
+        title=e.title,
+        performer=e.performer,
+        category=e.category,
+        city=e.city,
+        venue=VenueRef(id=e.venue_id, name=e.venue_name),
+        starts_at=e.starts_at,
+        timezone=e.timezone,
+        status=e.status,
+        onsale_starts_at=e.onsale_starts_at,
+        onsale_ends_at=e.onsale_ends_at,
+        on_sale_now=e.on_sale_now,
+        price_from=(
+            Money(amount_minor=e.price_from_minor, currency=e.currency)
+            if e.price_from_minor is not None and e.currency is not None
+            else None
+        ),
+        score=msgspec.UNSET if e.score is None else e.score,
+        distance_km=msgspec.UNSET if e.distance_km is None else e.distance_km,
+    )
 
 
 class EventController(Controller):
     path = "/events"
     tags = ["events"]
 
-    @get("/", summary="List upcoming events", description="Soonest first, with cursor pagination.")
+    @get(
+        "/",
+        summary="Find upcoming events",
+        description=(
+            "Published events that have not ended. With `q`, best match first (title and performer "
+            "count most, then venue and city, then description; small typos are forgiven); "
+            "otherwise soonest first. All filters given must hold. `facets` counts events per "
+            "category under all the other filters. Page with `next_cursor`, keeping the filters."
+        ),
+    )
     async def list_events(
         self,
         db_session: NamedDependency[AsyncSession],
+        q: Annotated[
+            str | None, Parameter(max_length=search.MAX_KEYWORD_LENGTH, description="Keywords")
+        ] = None,
+        date_from: Annotated[
+            str | None, Parameter(max_length=40, description=f"Starts at or after. {_WHEN}")
+        ] = None,
+        date_to: Annotated[
+            str | None, Parameter(max_length=40, description=f"Starts at or before. {_WHEN}")
+        ] = None,
+        city: Annotated[
+            str | None, Parameter(max_length=search.MAX_CITY_LENGTH, description="City (any case)")
+        ] = None,
+        venue: Annotated[uuid.UUID | None, Parameter(description="Venue id")] = None,
+        category: Annotated[
+            str | None, Parameter(max_length=40, description=f"One of: {_CATEGORIES}")
+        ] = None,
+        price_min: Annotated[
+            int | None,
+            Parameter(ge=0, le=search.MAX_PRICE_MINOR, description="A tier costs this or more (minor units)"),
+        ] = None,
+        price_max: Annotated[
+            int | None,
+            Parameter(ge=0, le=search.MAX_PRICE_MINOR, description="A tier costs this or less (minor units)"),
+        ] = None,
+        on_sale_now: Annotated[
+            bool | None, Parameter(description="true: tickets can be bought now; false: not now")
+        ] = None,
+        lat: Annotated[float | None, Parameter(ge=-90, le=90, description="Latitude of a point")] = None,
+        lon: Annotated[float | None, Parameter(ge=-180, le=180, description="Longitude of a point")] = None,
+        radius_km: Annotated[
+            float | None,
+            Parameter(
+                gt=0,
+                le=search.MAX_RADIUS_KM,
+                description=f"Venues within this distance of lat/lon (default {search.DEFAULT_RADIUS_KM:g})",
+            ),
+        ] = None,
         limit: Annotated[int, Parameter(ge=1, le=service.MAX_PAGE, description="Page size")] = 20,
         cursor: Annotated[
             str | None, Parameter(max_length=200, description="next_cursor from the previous page")
         ] = None,
     ) -> EventList:
-        page = await service.list_events(db_session, limit=limit, cursor=cursor)
+        filters = search.EventFilters.parse(
+            q=q,
+            date_from=date_from,
+            date_to=date_to,
+            city=city,
+            venue_id=venue,
+            category=category,
+            price_min=price_min,
+            price_max=price_max,
+            on_sale_now=on_sale_now,
+            lat=lat,
+            lon=lon,
+            radius_km=radius_km,
+        )
+        page = await service.list_events(db_session, filters, limit=limit, cursor=cursor)
         return EventList(
-            items=[
-                EventSummary(
-                    id=e.id,
-                    slug=e.slug,
-                    title=e.title,
-                    performer=e.performer,
-                    category=e.category,
-                    city=e.city,
-                    venue=VenueRef(id=e.venue_id, name=e.venue_name),
-                    starts_at=e.starts_at,
-                    timezone=e.timezone,
-                    status=e.status,
-                    onsale_starts_at=e.onsale_starts_at,
-                    onsale_ends_at=e.onsale_ends_at,
-                    on_sale_now=e.on_sale_now,
-                    price_from=(
-                        Money(amount_minor=e.price_from_minor, currency=e.currency)
-                        if e.price_from_minor is not None and e.currency is not None
-                        else None
-                    ),
-                )
-                for e in page.items
-            ],
+            items=[_summary(e) for e in page.items],
             next_cursor=page.next_cursor,
+            facets=Facets(category=[CategoryCount(category=f.category, count=f.count) for f in page.facets]),
+        )
+
+    @get(
+        "/{event_id:uuid}",
+        summary="One event",
+        description="The event, its venue, and each price tier with how many places are left.",
+    )
+    async def get_event(
+        self, db_session: NamedDependency[AsyncSession], event_id: FromPath[uuid.UUID]
+    ) -> EventDetail:
+        e = await service.get_event(db_session, event_id)
+        v = e.venue
+        return EventDetail(
+            id=e.id,
+            slug=e.slug,
+            title=e.title,
+            performer=e.performer,
+            description=e.description,
+            category=e.category,
+            city=e.city,
+            venue=VenueDetail(
+                id=v.id,
+                slug=v.slug,
+                name=v.name,
+                address=v.address,
+                city=v.city,
+                country=v.country,
+                latitude=v.latitude,
+                longitude=v.longitude,
+                timezone=v.timezone,
+            ),
+            starts_at=e.starts_at,
+            ends_at=e.ends_at,
+            timezone=e.timezone,
+            status=e.status,
+            onsale_starts_at=e.onsale_starts_at,
+            onsale_ends_at=e.onsale_ends_at,
+            on_sale_now=e.on_sale_now,
+            tiers=[
+                TierAvailability(
+                    id=t.id,
+                    name=t.name,
+                    price=Money(amount_minor=t.price_minor, currency=t.currency),
+                    kind=t.kind,
+                    available=t.available,
+                    total=t.total,
+                )
+                for t in e.tiers
+            ],
         )

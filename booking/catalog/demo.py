@@ -26,6 +26,7 @@ from booking.catalog.models import (
     Section,
     Venue,
 )
+from booking.catalog.search import refresh_all_search_documents
 from booking.inventory.models import InventoryUnit
 
 DEMO_MARKER_SLUG = "harbour-arena"
@@ -476,6 +477,8 @@ async def load_demo(session: AsyncSession) -> DemoResult:
     by_slug = {spec.slug: spec for spec in VENUES}
     for event in EVENTS:
         await _load_event(session, event, by_slug[event.venue], venue_ids[event.venue], now)
+    # Written in the same transaction, so the demo is searchable the moment it is visible.
+    await refresh_all_search_documents(session)
     units = await session.scalar(select(func.count()).select_from(InventoryUnit))
     await session.commit()
     return DemoResult(loaded=True, venues=len(VENUES), events=len(EVENTS), units=int(units or 0))

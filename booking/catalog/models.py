@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
 from booking.db import Base, now_default, state_enum, uuid_pk
@@ -176,3 +177,32 @@ class PriceTier(Base):
     currency: Mapped[str] = mapped_column(String(3))
     ga_area_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ga_areas.id"))
     sort_order: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class EventSearch(Base):
+    """An event's search document, derived from the event and its venue.
+
+    Kept apart from ``events`` because it joins the venue (a generated column cannot) and
+    because it may lag the event by seconds: it is rewritten by
+    ``booking.catalog.search.refresh_search_documents``, which the outbox triggers after a
+    change. Filters never read it; only matching and ranking on the keyword do.
+
+    ``document`` weighs title and performer A, venue name and city B, description C.
+    ``names`` is the lower-cased title and performer, for typo-tolerant trigram matching.
+    """
+
+    __tablename__ = "event_search"
+    __table_args__ = (
+        Index("ix_event_search_document", "document", postgresql_using="gin"),
+        Index(
+            "ix_event_search_names_trgm",
+            "names",
+            postgresql_using="gin",
+            postgresql_ops={"names": "gin_trgm_ops"},
+        ),
+    )
+
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
+    document: Mapped[str] = mapped_column(TSVECTOR)
+    names: Mapped[str] = mapped_column(Text)
+    refreshed_at: Mapped[dt.datetime] = now_default()
