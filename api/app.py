@@ -17,12 +17,17 @@ from api.auth import COMPONENTS, provide_fan
 from api.idempotency import STATE_KEY as IDEMPOTENT_SESSION
 from api.idempotency import IdempotencyMiddleware
 from api.problems import exception_handlers, problem_details
+from api.routes.availability import AvailabilityController
 from api.routes.events import EventController
 from api.routes.fans import FanController
 from api.routes.health import health
 from api.routes.holds import HoldController
+from api.routes.orders import CheckoutController, OrderController, TicketController, ticket_public_key
+from api.routes.webhooks import stripe_webhook
 from booking import __version__
 from booking.db import make_async_engine, make_sessionmaker
+from booking.keys import load_signing_keys
+from booking.payments.registry import Gateways
 from booking.settings import Settings, get_settings
 
 
@@ -65,15 +70,28 @@ def create_app(settings: Settings | None = None) -> Litestar:
         redis = Redis.from_url(redis_url)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.gateways = Gateways(settings, app.state.sessionmaker)
         app.state.redis = redis
         try:
             yield
         finally:
+            await app.state.gateways.aclose()
             await redis.aclose()
             await engine.dispose()
 
     return Litestar(
-        route_handlers=[health, EventController, FanController, HoldController],
+        route_handlers=[
+            health,
+            EventController,
+            FanController,
+            HoldController,
+            CheckoutController,
+            OrderController,
+            TicketController,
+            ticket_public_key,
+            AvailabilityController,
+            stripe_webhook,
+        ],
         dependencies={"db_session": Provide(provide_db_session), "fan": Provide(provide_fan)},
         lifespan=[lifespan],
         middleware=[IdempotencyMiddleware()],
@@ -86,5 +104,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             components=COMPONENTS,
         ),
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "signing_keys": load_signing_keys(settings)}),
     )

@@ -219,3 +219,43 @@ class TicketKeyUnknown(TicketTokenInvalid):
     title = "The ticket code was signed with a key that is not trusted here"
     status = 422
 
+
+class WebhookInvalid(BookingError):
+    """A provider webhook that cannot be trusted or read; the subclasses say why. Nothing
+    was changed, and the provider should not retry the same delivery."""
+
+    code = "webhook-invalid"
+    title = "The webhook cannot be accepted"
+    status = 400
+
+
+class WebhookSignatureInvalid(WebhookInvalid):
+    # Also a missing or unreadable signature header: a forger learns nothing from the answer.
+    code = "webhook-signature-invalid"
+    title = "The webhook signature does not match its body"
+    status = 400
+
+
+class WebhookTimestampStale(WebhookInvalid):
+    # A correct signature on an old timestamp: a replay of a captured delivery.
+    code = "webhook-timestamp-stale"
+    title = "The webhook was signed too long ago"
+    status = 400
+
+
+class WebhookPayloadMalformed(WebhookInvalid):
+    code = "webhook-payload-malformed"
+    title = "The webhook body is not an event"
+    status = 400
+
+
+class CancellationClosed(BookingError):
+    code = "cancellation-closed"
+    title = "This order can no longer be cancelled"
+    status = 409
+
+
+class PaymentProviderUnavailable(BookingError):
+    code = "payment-provider-unavailable"
+    title = "That payment provider is not offered here"
+    status = 400

@@ -20,7 +20,14 @@ from booking.inventory.models import InventoryUnit
 from booking.ops.models import ActorType, AuditEntry, Outcome
 from booking.orders.models import Order, OrderChannel, OrderItem, OrderItemState, OrderState
 from booking.outbox import OutboxMessage
-from booking.payments.models import Payment, PaymentProvider, PaymentState, Refund, RefundState
+from booking.payments.models import (
+    OfflinePayment,
+    Payment,
+    PaymentProvider,
+    PaymentState,
+    Refund,
+    RefundState,
+)
 from booking.tickets.models import Ticket, TicketState
 
 metadata = Base.metadata
@@ -40,6 +47,7 @@ __all__ = [
     "HoldState",
     "IdempotencyKey",
     "InventoryUnit",
+    "OfflinePayment",
     "Order",
     "OrderChannel",
     "OrderItem",

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     mail_from: str = "Boxoffice <tickets@boxoffice.local>"
 
+    offline_payments: bool = Field(
+        default=True, description="Offer the offline test provider (test cards). Turn off in production."
+    )
+    cancel_cutoff_hours: int = Field(
+        default=24, ge=0, le=24 * 60, description="Fans may cancel an order until this long before the event."
+    )
     stripe_secret_key: SecretStr | None = None
     stripe_publishable_key: str | None = None
     stripe_webhook_secret: SecretStr | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from booking.db import engine_scope, make_sessionmaker
@@ -26,6 +26,14 @@ def redis_url() -> str:
     if url is None:
         raise RuntimeError("jobs need BOXOFFICE_REDIS_URL (boxoffice worker sets it from the local stack)")
     return url
+
+
+@asynccontextmanager
+async def job_sessions() -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A session factory for jobs that run several transactions (with provider calls
+    between them), on one engine disposed when the job ends."""
+    async with engine_scope(database_url(), poolclass=NullPool) as engine:
+        yield make_sessionmaker(engine)
 
 
 @asynccontextmanager

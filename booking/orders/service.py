@@ -8,6 +8,7 @@ side to act on.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import uuid
 from dataclasses import dataclass
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from booking.errors import HoldStateConflict, OrderNotFound
+from booking.catalog.models import Event
+from booking.errors import CancellationClosed, HoldStateConflict, OrderNotFound
 from booking.holds.models import Hold, HoldItem, HoldState
 from booking.holds.service import lock_hold, move_hold, units_changed
 from booking.inventory import service as inventory
-from booking.inventory.models import UnitState
+from booking.inventory.models import InventoryUnit, UnitState
 from booking.inventory.transitions import Move
 from booking.orders.models import Order, OrderChannel, OrderItem, OrderItemState, OrderState
 from booking.outbox import Topic, emit
@@ -59,7 +61,9 @@ async def confirm_hold(
         return Confirmation(Outcome.CONFIRMED, hold_id, order_id, repeated=True)
     if hold.state == HoldState.REFUNDED:
         return Confirmation(Outcome.REFUND_REQUIRED, hold_id, None, repeated=True)
-    items = (await session.scalars(select(HoldItem).where(HoldItem.hold_id == hold_id))).all()
+    items = (
+        await session.scalars(select(HoldItem).where(HoldItem.hold_id == hold_id).order_by(HoldItem.unit_id))
+    ).all()
     try:
         async with session.begin_nested():
             order_id = await session.scalar(
@@ -180,3 +184,111 @@ async def refund_order(session: AsyncSession, *, order_id: uuid.UUID) -> bool:
     )
     await units_changed(session, order.event_id, units, UnitState.AVAILABLE)
     return True
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    unit_id: int
+    seat_id: int | None
+    price_tier_id: uuid.UUID
+    price_minor: int
+    currency: str
+    state: str
+    ticket_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class OrderView:
+    id: uuid.UUID
+    event_id: uuid.UUID
+    hold_id: uuid.UUID
+    state: str
+    channel: str
+    total_minor: int
+    currency: str
+    created_at: dt.datetime
+    cancelled_at: dt.datetime | None
+    lines: tuple[OrderLine, ...]
+
+
+async def get_order(session: AsyncSession, order_id: uuid.UUID, *, fan_id: uuid.UUID | None) -> OrderView:
+    """An order with its lines and tickets. With ``fan_id``, another fan's order is reported
+    as not found, exactly like a missing one.
+
+    Raises:
+        OrderNotFound.
+    """
+    query = select(Order).where(Order.id == order_id).execution_options(populate_existing=True)
+    if fan_id is not None:
+        query = query.where(Order.fan_id == fan_id)
+    order = await session.scalar(query)
+    if order is None:
+        raise OrderNotFound()
+    rows = (
+        await session.execute(
+            select(OrderItem, InventoryUnit.seat_id, Ticket.id)
+            .join(InventoryUnit, InventoryUnit.id == OrderItem.unit_id)
+            .outerjoin(Ticket, Ticket.order_item_id == OrderItem.id)
+            .where(OrderItem.order_id == order_id)
+            .order_by(OrderItem.unit_id)
+        )
+    ).all()
+    return OrderView(
+        id=order.id,
+        event_id=order.event_id,
+        hold_id=order.hold_id,
+        state=order.state.value,
+        channel=order.channel.value,
+        total_minor=order.total_minor,
+        currency=order.currency,
+        created_at=order.created_at,
+        cancelled_at=order.cancelled_at,
+        lines=tuple(
+            OrderLine(
+                item.unit_id,
+                seat_id,
+                item.price_tier_id,
+                item.price_minor,
+                item.currency,
+                item.state.value,
+                ticket_id,
+            )
+            for item, seat_id, ticket_id in rows
+        ),
+    )
+
+
+async def list_orders(session: AsyncSession, *, fan_id: uuid.UUID, limit: int = 50) -> list[OrderView]:
+    """A fan's orders, newest first."""
+    ids = (
+        await session.scalars(
+            select(Order.id)
+            .where(Order.fan_id == fan_id)
+            .order_by(Order.created_at.desc(), Order.id)
+            .limit(limit)
+        )
+    ).all()
+    return [await get_order(session, order_id, fan_id=fan_id) for order_id in ids]
+
+
+async def cancel_order(
+    session: AsyncSession, *, order_id: uuid.UUID, fan_id: uuid.UUID | None, cutoff: dt.timedelta
+) -> OrderView:
+    """Cancel a confirmed order up to ``cutoff`` before its event starts: seats back on sale,
+    tickets revoked, an ``order.refunded`` fact on the outbox (the payment side records and
+    makes the refund). Cancelling a cancelled order changes nothing.
+
+    Raises:
+        OrderNotFound, CancellationClosed (too close to the event), InventoryBusy.
+    """
+    view = await get_order(session, order_id, fan_id=fan_id)
+    if view.state != OrderState.CONFIRMED:
+        return view
+    open_until = await session.scalar(
+        select(Event.starts_at - cutoff > func.now()).where(Event.id == view.event_id)
+    )
+    if not open_until:
+        hours = int(cutoff.total_seconds() // 3600)
+        raise CancellationClosed(f"Orders can be cancelled until {hours} hours before the event starts.")
+    await refund_order(session, order_id=order_id)
+    return await get_order(session, order_id, fan_id=fan_id)

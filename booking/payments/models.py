@@ -87,3 +87,17 @@ class Refund(Base):
     provider_ref: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = now_default()
     updated_at: Mapped[dt.datetime] = now_default()
+
+
+class OfflinePayment(Base):
+    """The offline test provider's own memory, as a real provider keeps one on its side: what
+    each idempotency key created, so a repeated create (after a timeout) replays it."""
+
+    __tablename__ = "offline_gateway_payments"
+
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    ref: Mapped[str] = mapped_column(String(64), unique=True)
+    behaviour: Mapped[str] = mapped_column(String(20))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[dt.datetime] = now_default()

@@ -1,0 +1,280 @@
+"""Checkout, orders and tickets for the signed-in fan."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Literal
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth import SECURITY
+from api.routes.holds import Money, policy_of
+from booking.accounts.fans import Principal
+from booking.errors import TicketRevoked
+from booking.holds.service import Owner
+from booking.orders import service as orders
+from booking.payments import offline
+from booking.payments import service as payments
+from booking.payments.registry import Gateways
+from booking.tickets import render
+from booking.tickets import service as tickets
+
+
+class CheckoutRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``provider`` is ``offline`` (test cards, see docs/api.md) or ``stripe``. The offline
+    provider takes ``card_number``; Stripe is paid in the browser with the returned
+    ``client_secret``."""
+
+    provider: Literal["offline", "stripe"]
+    card_number: str | None = None
+
+
+class CheckoutOut(msgspec.Struct, frozen=True):
+    payment_id: uuid.UUID
+    hold_id: uuid.UUID
+    provider: str
+    # confirmed | pending | failed | refund_required
+    status: str
+    order_id: uuid.UUID | None
+    failure_code: str | None
+    client_secret: str | None
+
+
+class OrderLineOut(msgspec.Struct, frozen=True):
+    unit_id: int
+    seat_id: int | None
+    tier_id: uuid.UUID
+    price: Money
+    state: str
+    ticket_id: uuid.UUID | None
+
+
+class OrderOut(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    event_id: uuid.UUID
+    hold_id: uuid.UUID
+    state: str
+    channel: str
+    total: Money
+    created_at: dt.datetime
+    cancelled_at: dt.datetime | None
+    lines: list[OrderLineOut]
+
+
+class OrderList(msgspec.Struct, frozen=True):
+    items: list[OrderOut]
+
+
+class TicketOut(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    order_id: uuid.UUID
+    event_id: uuid.UUID
+    state: str
+    event_title: str
+    performer: str
+    venue: str
+    city: str
+    starts_at: dt.datetime
+    timezone: str
+    seat: str
+    issued_at: dt.datetime
+    # The signed code a gate checks (offline, with the public key); null once revoked.
+    token: str | None
+
+
+def order_out(view: orders.OrderView) -> OrderOut:
+    return OrderOut(
+        id=view.id,
+        event_id=view.event_id,
+        hold_id=view.hold_id,
+        state=view.state,
+        channel=view.channel,
+        total=Money(view.total_minor, view.currency),
+        created_at=view.created_at,
+        cancelled_at=view.cancelled_at,
+        lines=[
+            OrderLineOut(
+                unit_id=line.unit_id,
+                seat_id=line.seat_id,
+                tier_id=line.price_tier_id,
+                price=Money(line.price_minor, line.currency),
+                state=line.state,
+                ticket_id=line.ticket_id,
+            )
+            for line in view.lines
+        ],
+    )
+
+
+class CheckoutController(Controller):
+    tags = ["checkout"]
+    security = SECURITY
+
+    @post(
+        "/holds/{hold_id:uuid}/checkout",
+        status_code=200,
+        summary="Pay for a hold",
+        description=(
+            "Moves the hold to `paying` (its seats are kept for the payment grace period) and "
+            "creates the payment. Safe to repeat: a payment in progress is continued, a paid hold "
+            "answers with its order. `status` is `confirmed` (the order exists), `failed` (pay "
+            "again), `pending` (wait: the result arrives by webhook or reconciliation) or "
+            "`refund_required` (paid after the seats went to someone else; refunded automatically)."
+        ),
+    )
+    async def checkout(
+        self,
+        request: Request[Any, Any, Any],
+        fan: NamedDependency[Principal],
+        hold_id: FromPath[uuid.UUID],
+        data: JSONBody[CheckoutRequest],
+    ) -> CheckoutOut:
+        gateways: Gateways = request.app.state.gateways
+        gateway = gateways.get(data.provider)
+        method: dict[str, Any] = {}
+        if data.provider == "offline":
+            # Checked before anything changes: a bad card number must not move the hold.
+            method["card_number"] = offline.card_number({"card_number": data.card_number or ""})
+        settled = await payments.checkout(
+            request.app.state.sessionmaker,
+            gateway=gateway,
+            owner=Owner(fan_id=fan.fan_id),
+            hold_id=hold_id,
+            method=method,
+            policy=policy_of(request),
+        )
+        return CheckoutOut(
+            payment_id=settled.payment_id,
+            hold_id=settled.hold_id,
+            provider=settled.provider.value,
+            status=settled.result.value,
+            order_id=settled.order_id,
+            failure_code=settled.failure_code,
+            client_secret=settled.client_secret,
+        )
+
+
+class OrderController(Controller):
+    path = "/orders"
+    tags = ["orders"]
+    security = SECURITY
+
+    @get("/", summary="Your orders, newest first")
+    async def list_orders(
+        self, db_session: NamedDependency[AsyncSession], fan: NamedDependency[Principal]
+    ) -> OrderList:
+        return OrderList(
+            items=[order_out(v) for v in await orders.list_orders(db_session, fan_id=fan.fan_id)]
+        )
+
+    @get("/{order_id:uuid}", summary="One of your orders, with its tickets")
+    async def show(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        fan: NamedDependency[Principal],
+        order_id: FromPath[uuid.UUID],
+    ) -> OrderOut:
+        return order_out(await orders.get_order(db_session, order_id, fan_id=fan.fan_id))
+
+    @post(
+        "/{order_id:uuid}/cancel",
+        status_code=200,
+        summary="Cancel an order",
+        description=(
+            "Until `BOXOFFICE_CANCEL_CUTOFF_HOURS` (default 24) before the event: the seats go back "
+            "on sale, the tickets are revoked and the payment is refunded. Repeating changes nothing."
+        ),
+    )
+    async def cancel(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        fan: NamedDependency[Principal],
+        order_id: FromPath[uuid.UUID],
+    ) -> OrderOut:
+        cutoff = dt.timedelta(hours=request.app.state.settings.cancel_cutoff_hours)
+        view = await orders.cancel_order(db_session, order_id=order_id, fan_id=fan.fan_id, cutoff=cutoff)
+        if view.state == "refunded":
+            await payments.request_order_refund(db_session, order_id)
+        return order_out(view)
+
+
+class TicketController(Controller):
+    path = "/tickets"
+    tags = ["tickets"]
+    security = SECURITY
+
+    async def _view(
+        self, request: Request[Any, Any, Any], session: AsyncSession, fan: Principal, ticket_id: uuid.UUID
+    ) -> tickets.TicketView:
+        key = request.app.state.signing_keys.ticket_key
+        return await tickets.ticket_view(session, ticket_id, fan.fan_id, signing_key=key)
+
+    @get("/{ticket_id:uuid}", summary="One of your tickets, with its signed code")
+    async def show(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        fan: NamedDependency[Principal],
+        ticket_id: FromPath[uuid.UUID],
+    ) -> TicketOut:
+        view = await self._view(request, db_session, fan, ticket_id)
+        return TicketOut(
+            id=view.ticket_id,
+            order_id=view.order_id,
+            event_id=view.event_id,
+            state=view.state.value,
+            event_title=view.event_title,
+            performer=view.performer,
+            venue=view.venue_name,
+            city=view.venue_city,
+            starts_at=view.starts_at,
+            timezone=view.timezone,
+            seat=view.seat,
+            issued_at=view.issued_at,
+            token=view.token,
+        )
+
+    @get("/{ticket_id:uuid}/qr.svg", summary="The ticket's QR code", media_type="image/svg+xml")
+    async def qr(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        fan: NamedDependency[Principal],
+        ticket_id: FromPath[uuid.UUID],
+    ) -> Response[str]:
+        view = await self._view(request, db_session, fan, ticket_id)
+        if view.token is None:
+            raise TicketRevoked()
+        return Response(render.render_qr_svg(view.token), media_type="image/svg+xml")
+
+    @get("/{ticket_id:uuid}/ticket.pdf", summary="The ticket as a PDF", media_type="application/pdf")
+    async def pdf(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        fan: NamedDependency[Principal],
+        ticket_id: FromPath[uuid.UUID],
+    ) -> Response[bytes]:
+        view = await self._view(request, db_session, fan, ticket_id)
+        return Response(
+            render.render_ticket_pdf(view),
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'inline; filename="ticket-{view.ticket_id}.pdf"'},
+        )
+
+
+@get(
+    "/ticket-key",
+    tags=["tickets"],
+    summary="The public key that verifies ticket codes",
+    description="PEM (Ed25519). Gates keep it to verify codes offline.",
+    media_type="application/x-pem-file",
+)
+async def ticket_public_key(request: Request[Any, Any, Any]) -> Response[str]:
+    return Response(request.app.state.signing_keys.ticket_public_pem(), media_type="application/x-pem-file")

@@ -1,0 +1,98 @@
+"""What Boxoffice needs from a payment provider, and nothing more.
+
+Every call carries an idempotency key derived from our own ids (the hold id is in every
+payment's key), so a call repeated after a timeout or a crash never charges or refunds twice:
+the provider replays its first answer.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from booking.payments.models import PaymentProvider
+
+
+class GatewayStatus(enum.StrEnum):
+    # Money may still move: the payer has to act (3-D Secure, a wallet) or the provider is
+    # still processing. Only a later answer (webhook, reconciliation) settles it.
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class GatewayPayment:
+    ref: str
+    status: GatewayStatus
+    amount_minor: int
+    currency: str
+    # Handed to the payer's browser (Stripe.js confirms the payment with it); never stored.
+    client_secret: str | None = None
+    failure_code: str | None = None
+
+
+@dataclass(frozen=True)
+class GatewayRefund:
+    ref: str
+    succeeded: bool
+    failure_code: str | None = None
+
+
+class GatewayError(Exception):
+    """The provider answered with an error that is not about the payer's card (a 5xx, a
+    malformed request). Safe to retry with the same idempotency key."""
+
+
+class GatewayTimeout(GatewayError):
+    """No answer in time: the charge may or may not have happened. Never assume either;
+    ask again with the same idempotency key, or let reconciliation ask."""
+
+
+class Gateway(Protocol):
+    provider: PaymentProvider
+
+    async def create(
+        self,
+        *,
+        idempotency_key: str,
+        amount_minor: int,
+        currency: str,
+        method: dict[str, Any],
+        metadata: dict[str, str],
+    ) -> GatewayPayment:
+        """Create (and, where the provider charges at once, attempt) a payment.
+
+        Raises:
+            GatewayTimeout, GatewayError.
+        """
+        ...
+
+    async def find(self, idempotency_key: str) -> GatewayPayment | None:
+        """The payment a ``create`` with this key made, if it made one: how a payment whose
+        create timed out (no reference known) is settled later.
+
+        Raises:
+            GatewayTimeout, GatewayError.
+        """
+        ...
+
+    async def retrieve(self, ref: str, *, hold_overdue: bool) -> GatewayPayment:
+        """The payment as the provider sees it now. ``hold_overdue`` says the hold's payment
+        grace has passed (only the offline test provider uses it, to play a late success).
+
+        Raises:
+            GatewayTimeout, GatewayError.
+        """
+        ...
+
+    async def refund(
+        self, *, ref: str, amount_minor: int, currency: str, idempotency_key: str
+    ) -> GatewayRefund:
+        """Give a succeeded payment's money back.
+
+        Raises:
+            GatewayTimeout, GatewayError.
+        """
+        ...

@@ -1,0 +1,39 @@
+"""Which payment providers this deployment offers, built once from settings."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from booking.errors import PaymentProviderUnavailable
+from booking.payments.gateway import Gateway
+from booking.payments.models import PaymentProvider
+from booking.payments.offline import OfflineGateway
+from booking.payments.stripe_gateway import StripeGateway
+from booking.settings import Settings
+
+
+class Gateways:
+    """The configured providers: the offline test provider unless turned off, Stripe when a
+    secret key is set."""
+
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.by_provider: dict[PaymentProvider, Gateway] = {}
+        if settings.offline_payments:
+            self.by_provider[PaymentProvider.OFFLINE] = OfflineGateway(sessions)
+        if settings.stripe_secret_key is not None:
+            secret = settings.stripe_secret_key.get_secret_value()
+            self.by_provider[PaymentProvider.STRIPE] = StripeGateway(secret)
+
+    async def aclose(self) -> None:
+        """Close provider connections (they belong to the event loop that opened them)."""
+        for gateway in self.by_provider.values():
+            if isinstance(gateway, StripeGateway):
+                await gateway.aclose()
+
+    def get(self, provider: PaymentProvider | str) -> Gateway:
+        """Raises: PaymentProviderUnavailable."""
+        try:
+            return self.by_provider[PaymentProvider(provider)]
+        except (KeyError, ValueError):
+            offered = ", ".join(p.value for p in self.by_provider) or "none"
+            raise PaymentProviderUnavailable(f"Offered here: {offered}.") from None

@@ -1,0 +1,425 @@
+"""Checkout, settlement, reconciliation and refunds: every payment ends confirmed or refunded.
+
+Calls to the provider never happen inside one of our transactions: a slow provider must not
+hold row locks or a connection. So checkout is three steps, each safe to repeat:
+
+1. one transaction moves the hold to ``paying`` and records a ``pending`` payment;
+2. the provider is asked to create the payment with an idempotency key made of the hold id
+   and the payment id, so asking again (a retry, a crash, reconciliation) never charges twice;
+3. one transaction settles what the provider answered: a success confirms the hold (or, when
+   the seats went to someone else after the deadline, records a refund to make), a failure
+   lets the fan try again, a pending answer waits for a webhook or reconciliation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from booking.errors import HoldStateConflict, OrderNotFound
+from booking.holds import service as holds
+from booking.holds.models import Hold, HoldState
+from booking.holds.policy import HoldPolicy
+from booking.holds.service import Owner
+from booking.orders.models import Order
+from booking.orders.service import Outcome, confirm_hold
+from booking.payments.gateway import Gateway, GatewayError, GatewayPayment, GatewayStatus, GatewayTimeout
+from booking.payments.models import Payment, PaymentProvider, PaymentState, Refund, RefundState
+
+# A pending payment is asked about again after this long even if its hold is not overdue
+# (a create that timed out, a webhook that never came).
+RECONCILE_AFTER = dt.timedelta(minutes=2)
+
+
+class Result(enum.StrEnum):
+    CONFIRMED = "confirmed"
+    PENDING = "pending"
+    FAILED = "failed"
+    REFUND_REQUIRED = "refund_required"
+
+
+@dataclass(frozen=True)
+class Settlement:
+    payment_id: uuid.UUID
+    hold_id: uuid.UUID
+    provider: PaymentProvider
+    result: Result
+    order_id: uuid.UUID | None = None
+    failure_code: str | None = None
+    client_secret: str | None = None
+
+
+def payment_key(hold_id: uuid.UUID, payment_id: uuid.UUID) -> str:
+    return f"boxoffice-hold-{hold_id}-payment-{payment_id}"
+
+
+def refund_key(reason: str, subject: uuid.UUID) -> str:
+    return f"boxoffice-refund-{reason}-{subject}"
+
+
+async def _open_payment(
+    session: AsyncSession,
+    *,
+    owner: Owner | None,
+    hold_id: uuid.UUID,
+    provider: PaymentProvider,
+    policy: HoldPolicy,
+) -> tuple[Payment, bool]:
+    """Step 1: the hold's live payment, or a new one with the hold moved to ``paying``.
+    Returns the payment and whether it was already settled successfully.
+
+    Raises:
+        HoldNotFound, HoldExpired, HoldStateConflict (confirmed or ended, or another
+        provider's payment is in progress), InventoryBusy.
+    """
+    hold, _ = await holds.lock_hold(session, hold_id, owner)
+    live = await session.scalar(
+        select(Payment)
+        .where(Payment.hold_id == hold_id, Payment.state.in_([PaymentState.PENDING, PaymentState.SUCCEEDED]))
+        .execution_options(populate_existing=True)
+    )
+    if live is not None:
+        if live.provider != provider and live.state == PaymentState.PENDING:
+            raise HoldStateConflict(
+                hold.state.value, f"pay with {provider.value} while a payment is in progress for"
+            )
+        return live, live.state == PaymentState.SUCCEEDED
+    await holds.start_payment(session, owner=owner, hold_id=hold_id, policy=policy)
+    payment = Payment(
+        hold_id=hold_id, provider=provider, amount_minor=hold.total_minor, currency=hold.currency
+    )
+    session.add(payment)
+    await session.flush()
+    return payment, False
+
+
+async def checkout(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    gateway: Gateway,
+    owner: Owner | None,
+    hold_id: uuid.UUID,
+    method: dict[str, Any],
+    policy: HoldPolicy,
+) -> Settlement:
+    """Pay for a hold. Safe to repeat: a hold with a payment in progress continues that
+    payment (the provider replays it), a paid hold answers with its order.
+
+    Raises:
+        HoldNotFound, HoldExpired, HoldStateConflict, InventoryBusy, and whatever the
+        gateway raises for a malformed ``method`` (InvalidRequest) before anything changes.
+    """
+    async with sessions() as session:
+        payment, settled = await _open_payment(
+            session, owner=owner, hold_id=hold_id, provider=gateway.provider, policy=policy
+        )
+        await session.commit()
+        if settled:
+            return Settlement(
+                payment.id, hold_id, payment.provider, Result.CONFIRMED, order_id=payment.order_id
+            )
+        payment_id, amount, currency = payment.id, payment.amount_minor, payment.currency
+    try:
+        answer = await gateway.create(
+            idempotency_key=payment_key(hold_id, payment_id),
+            amount_minor=amount,
+            currency=currency,
+            method=method,
+            metadata={"hold_id": str(hold_id), "payment_id": str(payment_id)},
+        )
+    except GatewayTimeout:
+        # Charged or not, nobody knows yet: the payment stays pending, the hold keeps its
+        # seats for the grace period, and reconciliation asks the provider later.
+        return Settlement(payment_id, hold_id, gateway.provider, Result.PENDING)
+    except GatewayError:
+        # The provider refused the request itself (not the card): nothing was charged, and
+        # the fan may try again.
+        async with sessions() as session:
+            settled_now = await settle(
+                session,
+                payment_id,
+                GatewayPayment("", GatewayStatus.FAILED, amount, currency, failure_code="gateway_error"),
+            )
+            await session.commit()
+        return settled_now
+    async with sessions() as session:
+        outcome = await settle(session, payment_id, answer)
+        await session.commit()
+    return Settlement(
+        outcome.payment_id,
+        outcome.hold_id,
+        outcome.provider,
+        outcome.result,
+        order_id=outcome.order_id,
+        failure_code=outcome.failure_code,
+        client_secret=answer.client_secret,
+    )
+
+
+async def settle(session: AsyncSession, payment_id: uuid.UUID, answer: GatewayPayment) -> Settlement:
+    """Step 3: apply the provider's answer to a payment, in the caller's transaction. Safe to
+    repeat and to call out of order: a payment that is already final does not change.
+
+    Money that arrived always ends somewhere: a success confirms the hold, or, when its seats
+    were taken after its deadline, records a pending refund (made by the refund job).
+    """
+    payment = await session.scalar(
+        select(Payment)
+        .where(Payment.id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert payment is not None, "payments are never deleted"
+    if payment.state == PaymentState.FAILED and answer.status == GatewayStatus.SUCCEEDED and answer.ref:
+        # A provider may let the payer retry the same payment after a decline (Stripe keeps
+        # the intent open) and succeed later: the money arrived, so it must end somewhere.
+        return await _late_success_after_failure(session, payment, answer)
+    if payment.state != PaymentState.PENDING:
+        return _settlement_of(payment)
+    values: dict[str, Any] = {"updated_at": func.now()}
+    if answer.ref and payment.provider_ref is None:
+        values["provider_ref"] = answer.ref
+    result = Result.PENDING
+    order_id = None
+    failure = None
+    if answer.status == GatewayStatus.SUCCEEDED:
+        confirmation = await confirm_hold(session, hold_id=payment.hold_id)
+        values["state"] = PaymentState.SUCCEEDED
+        if confirmation.outcome == Outcome.CONFIRMED:
+            result, order_id = Result.CONFIRMED, confirmation.order_id
+            values["order_id"] = order_id
+        else:
+            result = Result.REFUND_REQUIRED
+            await _record_refund(
+                session,
+                payment,
+                refund_key("hold", payment.hold_id),
+                reason="The seats were taken after the hold expired.",
+            )
+    elif answer.status == GatewayStatus.FAILED:
+        failure = answer.failure_code or "failed"
+        values.update(state=PaymentState.FAILED, failure_code=failure)
+        result = Result.FAILED
+        state = await session.scalar(select(Hold.state).where(Hold.id == payment.hold_id))
+        if state == HoldState.PAYING:
+            await holds.fail_payment(session, hold_id=payment.hold_id)
+    await session.execute(update(Payment).where(Payment.id == payment_id).values(**values))
+    return Settlement(
+        payment.id, payment.hold_id, payment.provider, result, order_id=order_id, failure_code=failure
+    )
+
+
+async def _late_success_after_failure(
+    session: AsyncSession, payment: Payment, answer: GatewayPayment
+) -> Settlement:
+    newer = await session.scalar(
+        select(Payment.id).where(
+            Payment.hold_id == payment.hold_id,
+            Payment.id != payment.id,
+            Payment.state.in_([PaymentState.PENDING, PaymentState.SUCCEEDED]),
+        )
+    )
+    if newer is None:
+        await session.execute(
+            update(Payment)
+            .where(Payment.id == payment.id)
+            .values(state=PaymentState.SUCCEEDED, provider_ref=answer.ref, updated_at=func.now())
+        )
+        confirmation = await confirm_hold(session, hold_id=payment.hold_id)
+        if confirmation.outcome == Outcome.CONFIRMED:
+            await session.execute(
+                update(Payment).where(Payment.id == payment.id).values(order_id=confirmation.order_id)
+            )
+            return Settlement(
+                payment.id, payment.hold_id, payment.provider, Result.CONFIRMED, confirmation.order_id
+            )
+    else:
+        # Another payment of this hold is the one in charge (only one may be live): this one
+        # stays failed for the booking, and its money goes back.
+        await session.execute(
+            update(Payment)
+            .where(Payment.id == payment.id)
+            .values(provider_ref=answer.ref, failure_code="superseded", updated_at=func.now())
+        )
+    await _record_refund(
+        session,
+        payment,
+        refund_key("payment", payment.id),
+        reason="The payment arrived after it was given up.",
+    )
+    return Settlement(payment.id, payment.hold_id, payment.provider, Result.REFUND_REQUIRED)
+
+
+def _settlement_of(payment: Payment) -> Settlement:
+    if payment.state == PaymentState.SUCCEEDED:
+        result = Result.CONFIRMED if payment.order_id is not None else Result.REFUND_REQUIRED
+    elif payment.state == PaymentState.PENDING:
+        result = Result.PENDING
+    else:
+        result = Result.FAILED
+    return Settlement(
+        payment.id,
+        payment.hold_id,
+        payment.provider,
+        result,
+        order_id=payment.order_id,
+        failure_code=payment.failure_code,
+    )
+
+
+async def _record_refund(session: AsyncSession, payment: Payment, key: str, *, reason: str) -> None:
+    await session.execute(
+        pg_insert(Refund)
+        .values(
+            payment_id=payment.id,
+            idempotency_key=key,
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            reason=reason,
+        )
+        .on_conflict_do_nothing(index_elements=["payment_id", "idempotency_key"])
+    )
+
+
+async def request_order_refund(session: AsyncSession, order_id: uuid.UUID) -> bool:
+    """Record the refund of an order's payment (after ``refund_order`` returned its seats).
+    Returns False for an order paid without a provider (cash at the box office).
+
+    Raises:
+        OrderNotFound.
+    """
+    if await session.scalar(select(Order.id).where(Order.id == order_id)) is None:
+        raise OrderNotFound()
+    payment = await session.scalar(
+        select(Payment).where(Payment.order_id == order_id, Payment.state == PaymentState.SUCCEEDED)
+    )
+    if payment is None:
+        return False
+    await _record_refund(session, payment, refund_key("order", order_id), reason="The order was cancelled.")
+    return True
+
+
+async def payment_of_hold(session: AsyncSession, hold_id: uuid.UUID) -> Payment | None:
+    """The hold's most recent payment."""
+    return await session.scalar(
+        select(Payment)
+        .where(Payment.hold_id == hold_id)
+        .order_by(Payment.created_at.desc(), Payment.id)
+        .limit(1)
+    )
+
+
+@dataclass(frozen=True)
+class Due:
+    payment_id: uuid.UUID
+    hold_id: uuid.UUID
+    provider: PaymentProvider
+    ref: str | None
+    hold_overdue: bool
+
+
+async def due_for_reconciliation(session: AsyncSession, *, limit: int = 100) -> list[Due]:
+    """Pending payments to ask the provider about: their hold's payment grace has run out,
+    or they have waited longer than ``RECONCILE_AFTER``."""
+    overdue = Hold.expires_at <= func.now()
+    rows = (
+        await session.execute(
+            select(Payment.id, Payment.hold_id, Payment.provider, Payment.provider_ref, overdue)
+            .join(Hold, Hold.id == Payment.hold_id)
+            .where(
+                Payment.state == PaymentState.PENDING,
+                or_(overdue, Payment.updated_at <= func.now() - RECONCILE_AFTER),
+            )
+            .order_by(Payment.updated_at)
+            .limit(limit)
+        )
+    ).all()
+    return [Due(pid, hid, provider, ref, bool(late)) for pid, hid, provider, ref, late in rows]
+
+
+async def reconcile(sessions: async_sessionmaker[AsyncSession], gateway: Gateway, due: Due) -> Settlement:
+    """Ask the provider about one pending payment and settle what it says. A payment the
+    provider never created (its create was lost before reaching it) is failed once its hold
+    is overdue, which lets the hold lapse.
+
+    Raises:
+        GatewayTimeout, GatewayError (the payment stays pending for the next round).
+    """
+    if due.ref is not None:
+        answer: GatewayPayment | None = await gateway.retrieve(due.ref, hold_overdue=due.hold_overdue)
+    else:
+        answer = await gateway.find(payment_key(due.hold_id, due.payment_id))
+        if answer is not None and answer.status == GatewayStatus.PENDING and due.hold_overdue:
+            answer = await gateway.retrieve(answer.ref, hold_overdue=True)
+    async with sessions() as session:
+        if answer is None:
+            if not due.hold_overdue:
+                payment = await session.get_one(Payment, due.payment_id)
+                return _settlement_of(payment)
+            answer = GatewayPayment("", GatewayStatus.FAILED, 0, "XXX", failure_code="not_created")
+        outcome = await settle(session, due.payment_id, answer)
+        await session.execute(
+            update(Payment).where(Payment.id == due.payment_id).values(updated_at=func.now())
+        )
+        await session.commit()
+    return outcome
+
+
+@dataclass(frozen=True)
+class RefundDue:
+    refund_id: uuid.UUID
+    payment_ref: str
+    provider: PaymentProvider
+    amount_minor: int
+    currency: str
+    idempotency_key: str
+
+
+async def pending_refunds(session: AsyncSession, *, limit: int = 100) -> list[RefundDue]:
+    rows = (
+        await session.execute(
+            select(Refund, Payment.provider, Payment.provider_ref)
+            .join(Payment, Payment.id == Refund.payment_id)
+            .where(Refund.state == RefundState.PENDING, Payment.provider_ref.is_not(None))
+            .order_by(Refund.created_at)
+            .limit(limit)
+        )
+    ).all()
+    return [
+        RefundDue(r.id, str(ref), provider, r.amount_minor, r.currency, r.idempotency_key)
+        for r, provider, ref in rows
+    ]
+
+
+async def make_refund(sessions: async_sessionmaker[AsyncSession], gateway: Gateway, due: RefundDue) -> bool:
+    """Pay one recorded refund back through the provider. The key makes a repeat (a retried
+    job, two workers) replay instead of paying twice. Returns whether it succeeded.
+
+    Raises:
+        GatewayTimeout, GatewayError (the refund stays pending for the next round).
+    """
+    answer = await gateway.refund(
+        ref=due.payment_ref,
+        amount_minor=due.amount_minor,
+        currency=due.currency,
+        idempotency_key=due.idempotency_key,
+    )
+    async with sessions() as session:
+        await session.execute(
+            update(Refund)
+            .where(Refund.id == due.refund_id, Refund.state == RefundState.PENDING)
+            .values(
+                state=RefundState.SUCCEEDED if answer.succeeded else RefundState.FAILED,
+                provider_ref=answer.ref,
+                updated_at=func.now(),
+            )
+        )
+        await session.commit()
+    return answer.succeeded

@@ -1,0 +1,55 @@
+"""Payment jobs: settle payments left pending, and pay recorded refunds back.
+
+Both are safe to run twice and in parallel: settlement re-checks the payment under a row
+lock, and every provider call carries the idempotency key of what it is for.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from booking.payments import service as payments
+from booking.payments.gateway import GatewayError
+from booking.payments.registry import Gateways
+from booking.settings import get_settings
+from jobs.db import job_sessions
+
+log = logging.getLogger("boxoffice.jobs.payments")
+
+
+async def reconcile_payments(limit: int = 100) -> dict[str, int]:
+    """Every 30 s: ask the provider about payments pending past their hold's grace or for
+    longer than a couple of minutes, and settle them."""
+    counts = {"confirmed": 0, "refund_required": 0, "failed": 0, "pending": 0, "errors": 0}
+    async with job_sessions() as sessions:
+        gateways = Gateways(get_settings(), sessions)
+        async with sessions() as session:
+            due = await payments.due_for_reconciliation(session, limit=limit)
+        for item in due:
+            try:
+                settled = await payments.reconcile(sessions, gateways.get(item.provider), item)
+            except GatewayError as error:
+                # The provider is away: the payment stays pending and is asked about next round.
+                log.warning("reconciling payment %s: %s", item.payment_id, error)
+                counts["errors"] += 1
+                continue
+            counts[settled.result.value] += 1
+    return counts
+
+
+async def make_refunds(limit: int = 100) -> dict[str, int]:
+    """Every minute, and at once when a refund is recorded: pay pending refunds back."""
+    counts = {"succeeded": 0, "failed": 0, "errors": 0}
+    async with job_sessions() as sessions:
+        gateways = Gateways(get_settings(), sessions)
+        async with sessions() as session:
+            due = await payments.pending_refunds(session, limit=limit)
+        for item in due:
+            try:
+                ok = await payments.make_refund(sessions, gateways.get(item.provider), item)
+            except GatewayError as error:
+                log.warning("refund %s: %s", item.refund_id, error)
+                counts["errors"] += 1
+                continue
+            counts["succeeded" if ok else "failed"] += 1
+    return counts

@@ -1,0 +1,1 @@
+"""Stand-ins for outside services, faithful where our code depends on their behaviour."""

@@ -1,0 +1,175 @@
+"""Checkout through the offline provider, each test card, reconciliation and refunds."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from booking.db import make_sessionmaker
+from booking.holds import service as holds
+from booking.holds.policy import HoldPolicy
+from booking.holds.service import Owner, SeatSelection
+from booking.payments import offline
+from booking.payments import service as payments
+from booking.payments.offline import OfflineGateway
+from booking.payments.service import Result
+from tests.factories import SmallEvent, advance_clock, make_event, make_fan
+
+POLICY = HoldPolicy()
+
+
+@pytest.fixture
+async def event(session: AsyncSession) -> SmallEvent:
+    return await make_event(session, seats=6, ga_capacity=2)
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture
+def gateway(sessions: async_sessionmaker[AsyncSession]) -> OfflineGateway:
+    return OfflineGateway(sessions)
+
+
+async def _hold(session: AsyncSession, event: SmallEvent, seats: list[int]) -> tuple[Owner, uuid.UUID]:
+    owner = Owner(fan_id=await make_fan(session))
+    view = await holds.create_hold(
+        session, owner=owner, event_id=event.event_id, selection=SeatSelection(tuple(seats)), policy=POLICY
+    )
+    await session.commit()
+    return owner, view.id
+
+
+async def _pay(
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: OfflineGateway,
+    owner: Owner,
+    hold_id: uuid.UUID,
+    card: str,
+) -> payments.Settlement:
+    return await payments.checkout(
+        sessions, gateway=gateway, owner=owner, hold_id=hold_id, method={"card_number": card}, policy=POLICY
+    )
+
+
+async def _scalar(session: AsyncSession, sql: str, **params: object) -> object:
+    return await session.scalar(text(sql), params)
+
+
+async def test_a_good_card_confirms_and_a_repeat_changes_nothing(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: OfflineGateway,
+    event: SmallEvent,
+) -> None:
+    owner, hold_id = await _hold(session, event, event.seat_ids[:2])
+    first = await _pay(sessions, gateway, owner, hold_id, offline.SUCCESS)
+    assert first.result == Result.CONFIRMED
+    assert first.order_id is not None
+    again = await _pay(sessions, gateway, owner, hold_id, offline.SUCCESS)
+    assert again.order_id == first.order_id
+    assert await _scalar(session, "SELECT count(*) FROM payments") == 1
+    assert await _scalar(session, "SELECT count(*) FROM offline_gateway_payments") == 1
+    assert await _scalar(session, "SELECT count(*) FROM tickets") == 2
+
+
+@pytest.mark.parametrize(
+    ("card", "code"),
+    [(offline.DECLINED, "card_declined"), (offline.INSUFFICIENT_FUNDS, "insufficient_funds")],
+)
+async def test_a_declined_card_keeps_the_hold_for_another_try(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: OfflineGateway,
+    event: SmallEvent,
+    card: str,
+    code: str,
+) -> None:
+    owner, hold_id = await _hold(session, event, event.seat_ids[:1])
+    declined = await _pay(sessions, gateway, owner, hold_id, card)
+    assert declined.result == Result.FAILED
+    assert declined.failure_code == code
+    assert (await holds.get_hold(session, hold_id)).state == "failed"
+    retried = await _pay(sessions, gateway, owner, hold_id, offline.SUCCESS)
+    assert retried.result == Result.CONFIRMED
+    states = (await session.scalars(text("SELECT state FROM payments ORDER BY created_at"))).all()
+    assert states == ["failed", "succeeded"]
+
+
+async def test_a_gateway_timeout_is_settled_by_reconciliation_without_charging_twice(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: OfflineGateway,
+    event: SmallEvent,
+) -> None:
+    owner, hold_id = await _hold(session, event, event.seat_ids[:1])
+    timed_out = await _pay(sessions, gateway, owner, hold_id, offline.TIMEOUT)
+    assert timed_out.result == Result.PENDING
+    assert await payments.due_for_reconciliation(session) == []  # not yet due
+    await session.execute(text("UPDATE payments SET updated_at = now() - interval '3 minutes'"))
+    await session.commit()
+    due = await payments.due_for_reconciliation(session)
+    assert [d.payment_id for d in due] == [timed_out.payment_id]
+    settled = await payments.reconcile(sessions, gateway, due[0])
+    assert settled.result == Result.CONFIRMED
+    # The fan pressing "pay" again meanwhile would have continued the same payment.
+    again = await _pay(sessions, gateway, owner, hold_id, offline.TIMEOUT)
+    assert again.order_id == settled.order_id
+    assert await _scalar(session, "SELECT count(*) FROM offline_gateway_payments") == 1
+
+
+async def test_a_late_success_keeps_the_seats_when_they_are_still_free(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: OfflineGateway,
+    event: SmallEvent,
+) -> None:
+    owner, hold_id = await _hold(session, event, event.seat_ids[:1])
+    assert (await _pay(sessions, gateway, owner, hold_id, offline.LATE_SUCCESS)).result == Result.PENDING
+    await advance_clock(session, POLICY.payment_grace.total_seconds() + 1)
+    (due,) = await payments.due_for_reconciliation(session)
+    assert due.hold_overdue
+    assert (await payments.reconcile(sessions, gateway, due)).result == Result.CONFIRMED
+
+
+async def test_a_late_success_whose_seats_were_taken_is_refunded_once(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: OfflineGateway,
+    event: SmallEvent,
+) -> None:
+    owner, hold_id = await _hold(session, event, event.seat_ids[:2])
+    await _pay(sessions, gateway, owner, hold_id, offline.LATE_SUCCESS)
+    await advance_clock(session, POLICY.payment_grace.total_seconds() + 1)
+    await _hold(session, event, event.seat_ids[1:2])  # a rival takes one of the seats
+    (due,) = await payments.due_for_reconciliation(session)
+    settled = await payments.reconcile(sessions, gateway, due)
+    assert settled.result == Result.REFUND_REQUIRED
+    assert (await payments.reconcile(sessions, gateway, due)).result == Result.REFUND_REQUIRED
+    (refund,) = await payments.pending_refunds(session)
+    assert await payments.make_refund(sessions, gateway, refund)
+    assert await payments.make_refund(sessions, gateway, refund)  # a repeated job replays
+    assert await _scalar(session, "SELECT count(*) FROM refunds WHERE state = 'succeeded'") == 1
+    assert await _scalar(session, "SELECT count(*) FROM inventory_units WHERE state = 'sold'") == 0
+    assert await payments.pending_refunds(session) == []
+
+
+async def test_a_cancelled_order_refunds_its_payment(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: OfflineGateway,
+    event: SmallEvent,
+) -> None:
+    owner, hold_id = await _hold(session, event, event.seat_ids[:1])
+    paid = await _pay(sessions, gateway, owner, hold_id, offline.SUCCESS)
+    assert paid.order_id is not None
+    assert await payments.request_order_refund(session, paid.order_id)
+    assert await payments.request_order_refund(session, paid.order_id)
+    await session.commit()
+    (refund,) = await payments.pending_refunds(session)
+    assert refund.amount_minor > 0
