@@ -36,6 +36,8 @@ SWEEP_INTERVAL = 15
 PERIODIC: tuple[Periodic, ...] = (
     Periodic("relay", 1, "jobs.outbox.relay_outbox", "outbox"),
     Periodic("sweep", SWEEP_INTERVAL, "jobs.holds.sweep_expired_holds", "holds"),
+    Periodic("reconcile-payments", 30, "jobs.payments.reconcile_payments", "default"),
+    Periodic("refunds", 60, "jobs.payments.make_refunds", "default"),
     Periodic("prune-idempotency", 3600, "jobs.maintenance.prune_idempotency_keys", "default"),
 )
 

@@ -15,11 +15,13 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.timeouts import JobTimeoutException
 
+from booking.catalog.search import EVENT_CHANGED
 from booking.outbox import Message, RelayResult, Topic, relay_batch
 from jobs.db import job_session, redis_url
 
 SEEN_TTL = int(dt.timedelta(days=7).total_seconds())
 HOLDS_QUEUE = "holds"
+DEFAULT_QUEUE = "default"
 
 
 def units_channel(event_id: str) -> str:
@@ -39,17 +41,64 @@ def expiry_job_id(hold_id: str, deadline: dt.datetime) -> str:
 
 class Consumers:
     # The topics acted on here; others stay pending on the outbox for their own consumer.
-    TOPICS = frozenset({Topic.HOLD_CREATED, Topic.HOLD_RENEWED, Topic.HOLD_PAYING, Topic.UNITS_CHANGED})
+    TOPICS = frozenset(
+        {
+            Topic.HOLD_CREATED,
+            Topic.HOLD_RENEWED,
+            Topic.HOLD_PAYING,
+            Topic.UNITS_CHANGED,
+            Topic.ORDER_CONFIRMED,
+            Topic.ORDER_REFUNDED,
+            Topic.HOLD_REFUND_REQUIRED,
+            EVENT_CHANGED,
+        }
+    )
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self.holds_queue = Queue(HOLDS_QUEUE, connection=redis)
+        self.default_queue = Queue(DEFAULT_QUEUE, connection=redis)
 
     async def deliver(self, message: Message) -> None:
         if message.topic in (Topic.HOLD_CREATED, Topic.HOLD_RENEWED, Topic.HOLD_PAYING):
             self.schedule_expiry(message)
         elif message.topic == Topic.UNITS_CHANGED:
             self.publish_units(message)
+        elif message.topic == Topic.ORDER_CONFIRMED:
+            self.enqueue_once(message, "jobs.mail.send_order_confirmation", message.payload["order_id"])
+        elif message.topic == Topic.HOLD_REFUND_REQUIRED:
+            # The refund itself was recorded with the settlement; pay it back now rather than
+            # at the next periodic round, and tell the fan why.
+            self.enqueue_once(message, "jobs.payments.make_refunds", job="refund")
+            self.enqueue_once(
+                message,
+                "jobs.mail.send_refund_notice",
+                message.payload["hold_id"],
+                message.payload.get("reason", ""),
+            )
+        elif message.topic == Topic.ORDER_REFUNDED:
+            self.enqueue_once(message, "jobs.payments.make_refunds", job="refund")
+        elif message.topic == EVENT_CHANGED:
+            self.enqueue_once(
+                message, "jobs.search.refresh_event_search", message.payload["event_id"], job="search"
+            )
+
+    def enqueue_once(self, message: Message, func: str, *args: object, job: str | None = None) -> None:
+        """One job per message and kind: a re-relayed message does not enqueue it twice.
+        Jobs that take the message's id use it to dedupe their own effect (a Message-ID)."""
+        name = job or func.rsplit(".", 1)[1]
+        with_id = func.startswith("jobs.mail.")
+        with contextlib.suppress(DuplicateJobError):
+            self.default_queue.enqueue(
+                func,
+                *args,
+                *([str(message.event_id)] if with_id else []),
+                job_id=f"{name}-{message.event_id}",
+                unique=True,
+                retry=Retry(max=5, interval=[5, 30, 120, 600, 1800]),
+                result_ttl=3600,
+                failure_ttl=7 * 86400,
+            )
 
     def schedule_expiry(self, message: Message) -> None:
         hold_id = str(message.payload["hold_id"])

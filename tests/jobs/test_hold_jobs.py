@@ -137,11 +137,11 @@ async def test_a_failing_consumer_is_retried_later_not_lost(session: AsyncSessio
 
 
 async def test_a_fact_no_consumer_acts_on_stays_pending(session: AsyncSession, event: SmallEvent) -> None:
-    await emit(session, Topic.HOLD_REFUND_REQUIRED, {"hold_id": "x"}, catalog_event_id=event.event_id)
+    await emit(session, "gate.scan_uploaded", {"ticket_id": "x"}, catalog_event_id=event.event_id)
     await session.commit()
     assert await relay_outbox() == {"delivered": 0, "failed": 0}
     pending = await session.scalar(
-        text("SELECT count(*) FROM outbox WHERE topic = 'hold.refund_required' AND relayed_at IS NULL")
+        text("SELECT count(*) FROM outbox WHERE topic = 'gate.scan_uploaded' AND relayed_at IS NULL")
     )
     assert pending == 1
 
