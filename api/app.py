@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth import COMPONENTS, provide_fan
 from api.idempotency import STATE_KEY as IDEMPOTENT_SESSION
 from api.idempotency import IdempotencyMiddleware
+from api.openapi import document_problems
 from api.problems import exception_handlers, problem_details
 from api.routes.availability import AvailabilityController
 from api.routes.events import EventController
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await redis.aclose()
             await engine.dispose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             EventController,
@@ -106,3 +107,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         state=State({"settings": settings, "signing_keys": load_signing_keys(settings)}),
     )
+    document_problems(app)
+    return app
