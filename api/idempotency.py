@@ -4,7 +4,10 @@ For POST, PUT, PATCH and DELETE with an ``Idempotency-Key`` header, the request 
 ``booking.idempotency.run_once``: the middleware opens the request's database session, the
 route's ``db_session`` dependency hands out that session (and does not commit), and the route's
 work and its stored response commit together. A route declares the key mandatory with
-``opt={"idempotency_key": "required"}``. Replays carry ``Idempotent-Replayed: true``.
+``opt={"idempotency_key": "required"}``, or ``"natural"`` when the route is idempotent by its
+own subject and talks to a provider between transactions (checkout: the hold is the key), so
+holding a request transaction open across that call would only tie up connections.
+Replays carry ``Idempotent-Replayed: true``.
 """
 
 from __future__ import annotations
@@ -62,8 +65,9 @@ class IdempotencyMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         method = str(scope.get("method", ""))
         key = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"idempotency-key"), None)
-        required = scope["route_handler"].opt.get("idempotency_key") == "required"
-        if method not in METHODS or (key is None and not required):
+        policy = scope["route_handler"].opt.get("idempotency_key")
+        required = policy == "required"
+        if method not in METHODS or policy == "natural" or (key is None and not required):
             await next_app(scope, receive, send)
             return
         if key is None:

@@ -32,6 +32,13 @@ async def reconcile_payments(limit: int = 100) -> dict[str, int]:
                 # The provider is away: the payment stays pending and is asked about next round.
                 log.warning("reconciling payment %s: %s", item.payment_id, error)
                 counts["errors"] += 1
+                await payments.postpone(sessions, payment_id=item.payment_id)
+                continue
+            except Exception:
+                # Whatever this one payment's trouble, the others must still be settled.
+                log.exception("reconciling payment %s", item.payment_id)
+                counts["errors"] += 1
+                await payments.postpone(sessions, payment_id=item.payment_id)
                 continue
             counts[settled.result.value] += 1
     return counts
@@ -47,9 +54,10 @@ async def make_refunds(limit: int = 100) -> dict[str, int]:
         for item in due:
             try:
                 ok = await payments.make_refund(sessions, gateways.get(item.provider), item)
-            except GatewayError as error:
-                log.warning("refund %s: %s", item.refund_id, error)
+            except Exception:
+                log.exception("refund %s", item.refund_id)
                 counts["errors"] += 1
+                await payments.postpone(sessions, refund_id=item.refund_id)
                 continue
             counts["succeeded" if ok else "failed"] += 1
     return counts

@@ -52,23 +52,26 @@ async def stripe_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
     sessions = request.app.state.sessionmaker
     gateway = gateways.get(PaymentProvider.STRIPE)
 
+    # Ask Stripe first, outside any transaction of ours: the body says what happened when it
+    # was sent, Stripe says what is true now.
+    answer = (
+        await gateway.retrieve(event.payment_intent_id, hold_overdue=False)
+        if event.type in HANDLED and event.payment_intent_id
+        else None
+    )
+
     async def handle(session: AsyncSession) -> StoredResponse:
         outcome = "ignored"
-        if event.type in HANDLED and event.payment_intent_id:
+        if answer is not None:
             payment_id = await session.scalar(
                 select(Payment.id).where(
-                    Payment.provider == PaymentProvider.STRIPE,
-                    Payment.provider_ref == event.payment_intent_id,
+                    Payment.provider == PaymentProvider.STRIPE, Payment.provider_ref == answer.ref
                 )
             )
             if payment_id is not None:
-                # The body says what happened when it was sent; Stripe says what is true now.
-                # Only the key row is locked during this call, and only for this event.
-                answer = await gateway.retrieve(event.payment_intent_id, hold_overdue=False)
-                settled = await payments.settle(session, payment_id, answer)
-                outcome = settled.result.value
-            # An intent we have no reference for yet (its create timed out) is settled by
-            # reconciliation, which finds it by its idempotency key.
+                outcome = (await payments.settle(session, payment_id, answer)).result.value
+            # An intent we hold no reference for yet (its create timed out, or checkout has
+            # not recorded it yet) is settled by reconciliation, which finds it by its key.
         body = json.dumps({"received": True, "event": event.id, "outcome": outcome}).encode()
         return StoredResponse(200, body, {"content-type": "application/json"})
 

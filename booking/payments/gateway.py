@@ -87,6 +87,16 @@ class Gateway(Protocol):
         """
         ...
 
+    async def cancel(self, ref: str) -> GatewayPayment:
+        """Give up a payment the payer abandoned, so it can no longer take money. A payment
+        that already succeeded (or is being processed) is not cancelled: its current state is
+        returned instead, for the caller to settle.
+
+        Raises:
+            GatewayTimeout, GatewayError.
+        """
+        ...
+
     async def refund(
         self, *, ref: str, amount_minor: int, currency: str, idempotency_key: str
     ) -> GatewayRefund:

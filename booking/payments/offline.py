@@ -116,6 +116,11 @@ class OfflineGateway:
             raise GatewayError(f"no such offline payment: {ref}")
         return _state(row, hold_overdue=hold_overdue)
 
+    async def cancel(self, ref: str) -> GatewayPayment:
+        # Offline payments never wait on a payer: a pending one is settled by the provider's
+        # own schedule (a late success), so there is nothing to abandon.
+        return await self.retrieve(ref, hold_overdue=True)
+
     async def refund(
         self, *, ref: str, amount_minor: int, currency: str, idempotency_key: str
     ) -> GatewayRefund:

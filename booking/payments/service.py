@@ -28,14 +28,19 @@ from booking.holds import service as holds
 from booking.holds.models import Hold, HoldState
 from booking.holds.policy import HoldPolicy
 from booking.holds.service import Owner
-from booking.orders.models import Order
-from booking.orders.service import Outcome, confirm_hold
+from booking.inventory.service import busy_is_retryable
+from booking.orders.models import Order, OrderState
+from booking.orders.service import OrderView, Outcome, cancel_order, confirm_hold
+from booking.outbox import Topic, emit
 from booking.payments.gateway import Gateway, GatewayError, GatewayPayment, GatewayStatus, GatewayTimeout
 from booking.payments.models import Payment, PaymentProvider, PaymentState, Refund, RefundState
 
 # A pending payment is asked about again after this long even if its hold is not overdue
 # (a create that timed out, a webhook that never came).
 RECONCILE_AFTER = dt.timedelta(minutes=2)
+# A payment still waiting for its payer this long after its hold's grace ran out was
+# abandoned (a closed tab): it is cancelled at the provider so it can never take money.
+ABANDON_AFTER = dt.timedelta(minutes=30)
 
 
 class Result(enum.StrEnum):
@@ -73,7 +78,7 @@ async def _open_payment(
     policy: HoldPolicy,
 ) -> tuple[Payment, bool]:
     """Step 1: the hold's live payment, or a new one with the hold moved to ``paying``.
-    Returns the payment and whether it was already settled successfully.
+    Returns the payment and whether this call created it.
 
     Raises:
         HoldNotFound, HoldExpired, HoldStateConflict (confirmed or ended, or another
@@ -90,14 +95,15 @@ async def _open_payment(
             raise HoldStateConflict(
                 hold.state.value, f"pay with {provider.value} while a payment is in progress for"
             )
-        return live, live.state == PaymentState.SUCCEEDED
+        return live, False
     await holds.start_payment(session, owner=owner, hold_id=hold_id, policy=policy)
     payment = Payment(
         hold_id=hold_id, provider=provider, amount_minor=hold.total_minor, currency=hold.currency
     )
     session.add(payment)
-    await session.flush()
-    return payment, False
+    async with busy_is_retryable():
+        await session.flush()
+    return payment, True
 
 
 async def checkout(
@@ -117,14 +123,12 @@ async def checkout(
         gateway raises for a malformed ``method`` (InvalidRequest) before anything changes.
     """
     async with sessions() as session:
-        payment, settled = await _open_payment(
+        payment, created = await _open_payment(
             session, owner=owner, hold_id=hold_id, provider=gateway.provider, policy=policy
         )
         await session.commit()
-        if settled:
-            return Settlement(
-                payment.id, hold_id, payment.provider, Result.CONFIRMED, order_id=payment.order_id
-            )
+        if payment.state != PaymentState.PENDING:
+            return _settlement_of(payment)
         payment_id, amount, currency = payment.id, payment.amount_minor, payment.currency
     try:
         answer = await gateway.create(
@@ -139,6 +143,10 @@ async def checkout(
         # seats for the grace period, and reconciliation asks the provider later.
         return Settlement(payment_id, hold_id, gateway.provider, Result.PENDING)
     except GatewayError:
+        if not created:
+            # Continuing a payment another request started (a second tab): its own call may
+            # yet create it, so only reconciliation may decide; never fail it from here.
+            return Settlement(payment_id, hold_id, gateway.provider, Result.PENDING)
         # The provider refused the request itself (not the card): nothing was charged, and
         # the fan may try again.
         async with sessions() as session:
@@ -159,7 +167,8 @@ async def checkout(
         outcome.result,
         order_id=outcome.order_id,
         failure_code=outcome.failure_code,
-        client_secret=answer.client_secret,
+        # Only a payment still waiting for the payer needs its secret in the browser.
+        client_secret=answer.client_secret if outcome.result == Result.PENDING else None,
     )
 
 
@@ -182,6 +191,14 @@ async def settle(session: AsyncSession, payment_id: uuid.UUID, answer: GatewayPa
         # the intent open) and succeed later: the money arrived, so it must end somewhere.
         return await _late_success_after_failure(session, payment, answer)
     if payment.state != PaymentState.PENDING:
+        if answer.ref and payment.provider_ref is None:
+            # Remember the provider's reference even now: a webhook or reconciliation about
+            # it must find this payment.
+            await session.execute(
+                update(Payment)
+                .where(Payment.id == payment_id)
+                .values(provider_ref=answer.ref, updated_at=func.now())
+            )
         return _settlement_of(payment)
     values: dict[str, Any] = {"updated_at": func.now()}
     if answer.ref and payment.provider_ref is None:
@@ -219,6 +236,11 @@ async def settle(session: AsyncSession, payment_id: uuid.UUID, answer: GatewayPa
 async def _late_success_after_failure(
     session: AsyncSession, payment: Payment, answer: GatewayPayment
 ) -> Settlement:
+    # The hold row first (after this payment's row, as everywhere in settle): a checkout
+    # opening a new payment for the hold takes the same lock, so the two are serialised.
+    await holds.lock_hold(session, payment.hold_id, None)
+    if await session.scalar(select(Refund.id).where(Refund.payment_id == payment.id)) is not None:
+        return Settlement(payment.id, payment.hold_id, payment.provider, Result.REFUND_REQUIRED)
     newer = await session.scalar(
         select(Payment.id).where(
             Payment.hold_id == payment.hold_id,
@@ -247,6 +269,16 @@ async def _late_success_after_failure(
             update(Payment)
             .where(Payment.id == payment.id)
             .values(provider_ref=answer.ref, failure_code="superseded", updated_at=func.now())
+        )
+        await emit(
+            session,
+            Topic.HOLD_REFUND_REQUIRED,
+            {
+                "hold_id": str(payment.hold_id),
+                "reason": "duplicate_payment",
+                "amount_minor": payment.amount_minor,
+                "currency": payment.currency,
+            },
         )
     await _record_refund(
         session,
@@ -306,6 +338,21 @@ async def request_order_refund(session: AsyncSession, order_id: uuid.UUID) -> bo
     return True
 
 
+async def cancel_and_refund(
+    session: AsyncSession, *, order_id: uuid.UUID, fan_id: uuid.UUID | None, cutoff: dt.timedelta
+) -> OrderView:
+    """Cancel an order (seats back on sale, tickets revoked) and record the refund of its
+    payment, in the caller's transaction: one is never done without the other.
+
+    Raises:
+        OrderNotFound, CancellationClosed, InventoryBusy.
+    """
+    view = await cancel_order(session, order_id=order_id, fan_id=fan_id, cutoff=cutoff)
+    if view.state == OrderState.REFUNDED:
+        await request_order_refund(session, order_id)
+    return view
+
+
 async def payment_of_hold(session: AsyncSession, hold_id: uuid.UUID) -> Payment | None:
     """The hold's most recent payment."""
     return await session.scalar(
@@ -323,15 +370,17 @@ class Due:
     provider: PaymentProvider
     ref: str | None
     hold_overdue: bool
+    abandoned: bool = False
 
 
 async def due_for_reconciliation(session: AsyncSession, *, limit: int = 100) -> list[Due]:
     """Pending payments to ask the provider about: their hold's payment grace has run out,
     or they have waited longer than ``RECONCILE_AFTER``."""
     overdue = Hold.expires_at <= func.now()
+    abandoned = Hold.expires_at <= func.now() - ABANDON_AFTER
     rows = (
         await session.execute(
-            select(Payment.id, Payment.hold_id, Payment.provider, Payment.provider_ref, overdue)
+            select(Payment.id, Payment.hold_id, Payment.provider, Payment.provider_ref, overdue, abandoned)
             .join(Hold, Hold.id == Payment.hold_id)
             .where(
                 Payment.state == PaymentState.PENDING,
@@ -341,7 +390,9 @@ async def due_for_reconciliation(session: AsyncSession, *, limit: int = 100) -> 
             .limit(limit)
         )
     ).all()
-    return [Due(pid, hid, provider, ref, bool(late)) for pid, hid, provider, ref, late in rows]
+    return [
+        Due(pid, hid, provider, ref, bool(late), bool(gone)) for pid, hid, provider, ref, late, gone in rows
+    ]
 
 
 async def reconcile(sessions: async_sessionmaker[AsyncSession], gateway: Gateway, due: Due) -> Settlement:
@@ -358,6 +409,8 @@ async def reconcile(sessions: async_sessionmaker[AsyncSession], gateway: Gateway
         answer = await gateway.find(payment_key(due.hold_id, due.payment_id))
         if answer is not None and answer.status == GatewayStatus.PENDING and due.hold_overdue:
             answer = await gateway.retrieve(answer.ref, hold_overdue=True)
+    if answer is not None and answer.status == GatewayStatus.PENDING and due.abandoned:
+        answer = await gateway.cancel(answer.ref)
     async with sessions() as session:
         if answer is None:
             if not due.hold_overdue:
@@ -388,7 +441,7 @@ async def pending_refunds(session: AsyncSession, *, limit: int = 100) -> list[Re
             select(Refund, Payment.provider, Payment.provider_ref)
             .join(Payment, Payment.id == Refund.payment_id)
             .where(Refund.state == RefundState.PENDING, Payment.provider_ref.is_not(None))
-            .order_by(Refund.created_at)
+            .order_by(Refund.updated_at)
             .limit(limit)
         )
     ).all()
@@ -396,6 +449,24 @@ async def pending_refunds(session: AsyncSession, *, limit: int = 100) -> list[Re
         RefundDue(r.id, str(ref), provider, r.amount_minor, r.currency, r.idempotency_key)
         for r, provider, ref in rows
     ]
+
+
+async def postpone(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    payment_id: uuid.UUID | None = None,
+    refund_id: uuid.UUID | None = None,
+) -> None:
+    """Send a payment or refund that could not be handled this round to the back of its
+    queue, so one that keeps failing never starves the others."""
+    async with sessions() as session:
+        if payment_id is not None:
+            await session.execute(
+                update(Payment).where(Payment.id == payment_id).values(updated_at=func.now())
+            )
+        if refund_id is not None:
+            await session.execute(update(Refund).where(Refund.id == refund_id).values(updated_at=func.now()))
+        await session.commit()
 
 
 async def make_refund(sessions: async_sessionmaker[AsyncSession], gateway: Gateway, due: RefundDue) -> bool:

@@ -26,6 +26,7 @@ from stripe import (
     HTTPClient,
     HTTPXClient,
     IdempotencyError,
+    InvalidRequestError,
     PaymentIntent,
     StripeClient,
     StripeError,
@@ -171,6 +172,23 @@ class StripeGateway:
         """
         try:
             intent = await self._client.v1.payment_intents.retrieve_async(ref)
+        except StripeError as error:
+            _raise(error)
+        return _payment(intent)
+
+    async def cancel(self, ref: str) -> GatewayPayment:
+        """Cancel an intent the payer abandoned. Stripe refuses to cancel one that succeeded
+        or is processing; then its current state is returned for settling.
+
+        Raises:
+            GatewayTimeout, GatewayError.
+        """
+        try:
+            intent = await self._client.v1.payment_intents.cancel_async(
+                ref, params={"cancellation_reason": "abandoned"}
+            )
+        except InvalidRequestError:
+            return await self.retrieve(ref, hold_overdue=True)
         except StripeError as error:
             _raise(error)
         return _payment(intent)

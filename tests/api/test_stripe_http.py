@@ -21,7 +21,7 @@ from booking.payments.models import PaymentProvider
 from booking.payments.stripe_gateway import StripeGateway
 from booking.settings import Settings
 from tests.api.conftest import SignedIn, sign_up
-from tests.factories import SmallEvent, make_event
+from tests.factories import SmallEvent, advance_clock, make_event
 from tests.fakes.stripe import CARD_DECLINED, CARD_SUCCESS, FakeStripe
 
 
@@ -179,3 +179,26 @@ async def test_provider_errors_and_a_lost_answer(
     (due,) = await payments.due_for_reconciliation(session)
     settled = await payments.reconcile(sessions, gateways.get(PaymentProvider.STRIPE), due)
     assert settled.result.value == "confirmed"
+
+
+async def test_an_abandoned_payment_is_cancelled_at_stripe_and_the_hold_lets_go(
+    stripe_api: AsyncTestClient[Litestar],
+    fake: FakeStripe,
+    fan: SignedIn,
+    event: SmallEvent,
+    session: AsyncSession,
+) -> None:
+    started = await _checkout(stripe_api, fan, event, event.seat_ids[:1])
+    ref = await _ref(session, started["payment_id"])
+    sessions = make_sessionmaker(session.bind)  # type: ignore[arg-type]
+    gateway = stripe_api.app.state.gateways.get(PaymentProvider.STRIPE)
+    # Past the grace, but not long enough to call it abandoned: still waiting for the payer.
+    await advance_clock(session, 11 * 60)
+    (due,) = await payments.due_for_reconciliation(session)
+    assert (await payments.reconcile(sessions, gateway, due)).result.value == "pending"
+    await advance_clock(session, 3600)
+    (due,) = await payments.due_for_reconciliation(session)
+    assert due.abandoned
+    assert (await payments.reconcile(sessions, gateway, due)).result.value == "failed"
+    assert fake.intents[ref]["status"] == "canceled"
+    assert await payments.due_for_reconciliation(session) == []

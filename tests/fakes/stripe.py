@@ -327,6 +327,17 @@ class FakeStripe:
             match = re.fullmatch(r"/v1/payment_intents/([^/]+)", path)
             if method == "get" and match:
                 return 200, _json(self._intent(match.group(1)))
+            match = re.fullmatch(r"/v1/payment_intents/([^/]+)/cancel", path)
+            if method == "post" and match:
+                intent = self._intent(match.group(1))
+                if intent["status"] in ("succeeded", "canceled", "processing"):
+                    raise _Invalid(
+                        f"You cannot cancel this PaymentIntent because it has a status of {intent['status']}.",
+                        code="payment_intent_unexpected_state",
+                    )
+                return 200, _json(
+                    self.cancel(intent["id"], reason=str(params.get("cancellation_reason", "abandoned")))
+                )
             if method == "post" and path == "/v1/refunds":
                 return self._create_refund(params)
             match = re.fullmatch(r"/v1/refunds/([^/]+)", path)

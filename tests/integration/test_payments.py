@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -14,6 +15,8 @@ from booking.holds.policy import HoldPolicy
 from booking.holds.service import Owner, SeatSelection
 from booking.payments import offline
 from booking.payments import service as payments
+from booking.payments.gateway import GatewayError, GatewayPayment, GatewayStatus
+from booking.payments.models import PaymentProvider
 from booking.payments.offline import OfflineGateway
 from booking.payments.service import Result
 from tests.factories import SmallEvent, advance_clock, make_event, make_fan
@@ -173,3 +176,92 @@ async def test_a_cancelled_order_refunds_its_payment(
     await session.commit()
     (refund,) = await payments.pending_refunds(session)
     assert refund.amount_minor > 0
+
+
+class _SlowThenRefusing:
+    """Tab A's create is slow and succeeds; tab B's create of the same payment is refused by
+    the provider (Stripe answers 409 while a key is in use)."""
+
+    provider = PaymentProvider.STRIPE
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+        self.a_inside = asyncio.Event()
+
+    async def create(self, **kw: object) -> GatewayPayment:
+        self.calls += 1
+        if self.calls == 1:
+            self.a_inside.set()
+            await self.release.wait()
+            return GatewayPayment("pi_A", GatewayStatus.PENDING, 100, "EUR", client_secret="pi_A_secret")
+        raise GatewayError("409: a request with this key is in progress")
+
+
+async def test_a_second_tab_refused_by_the_provider_leaves_the_payment_to_the_first(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], event: SmallEvent
+) -> None:
+    gateway = _SlowThenRefusing()
+    owner, hold_id = await _hold(session, event, event.seat_ids[:1])
+    call = dict(gateway=gateway, owner=owner, hold_id=hold_id, method={}, policy=POLICY)
+    tab_a = asyncio.create_task(payments.checkout(sessions, **call))  # type: ignore[arg-type]
+    await gateway.a_inside.wait()
+    tab_b = await payments.checkout(sessions, **call)  # type: ignore[arg-type]
+    assert tab_b.result == Result.PENDING
+    gateway.release.set()
+    first = await tab_a
+    assert first.result == Result.PENDING
+    assert first.client_secret == "pi_A_secret"
+    row = (await session.execute(text("SELECT state, provider_ref FROM payments"))).one()
+    assert tuple(row) == ("pending", "pi_A")
+
+
+async def test_paying_again_for_a_refunded_hold_says_so(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: OfflineGateway,
+    event: SmallEvent,
+) -> None:
+    owner, hold_id = await _hold(session, event, event.seat_ids[:2])
+    await _pay(sessions, gateway, owner, hold_id, offline.LATE_SUCCESS)
+    await advance_clock(session, POLICY.payment_grace.total_seconds() + 1)
+    await _hold(session, event, event.seat_ids[1:2])
+    (due,) = await payments.due_for_reconciliation(session)
+    assert (await payments.reconcile(sessions, gateway, due)).result == Result.REFUND_REQUIRED
+    again = await _pay(sessions, gateway, owner, hold_id, offline.SUCCESS)
+    assert again.result == Result.REFUND_REQUIRED
+    assert again.order_id is None
+
+
+async def test_a_late_success_after_a_decline_racing_a_new_checkout_ends_in_one_booking(
+    engine: AsyncEngine, event: SmallEvent, session: AsyncSession
+) -> None:
+    """Many trials of: the payer's first (declined) payment succeeds after all, while they pay
+    again. Never a 500; exactly one booking; any second payment refunded."""
+    sessions = make_sessionmaker(engine)
+    gateway = OfflineGateway(sessions)
+    for seat in event.seat_ids:
+        owner, hold_id = await _hold(session, event, [seat])
+        declined = await _pay(sessions, gateway, owner, hold_id, offline.DECLINED)
+        ref = str(
+            await session.scalar(
+                text("SELECT provider_ref FROM payments WHERE id = :p"), {"p": declined.payment_id}
+            )
+        )
+        late = GatewayPayment(ref, GatewayStatus.SUCCEEDED, 0, "EUR")
+
+        async def webhook(payment_id: uuid.UUID = declined.payment_id, answer: GatewayPayment = late) -> None:
+            async with sessions() as s:
+                await payments.settle(s, payment_id, answer)
+                await s.commit()
+
+        await asyncio.gather(webhook(), _pay(sessions, gateway, owner, hold_id, offline.SUCCESS))
+    orders = await session.scalar(text("SELECT count(*) FROM orders WHERE state = 'confirmed'"))
+    assert orders == len(event.seat_ids)
+    unsettled = await session.scalar(
+        text(
+            "SELECT count(*) FROM payments p WHERE (p.state = 'succeeded' OR p.failure_code = 'superseded')"
+            " AND p.order_id IS NULL AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id)"
+        )
+    )
+    assert unsettled == 0
