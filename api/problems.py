@@ -41,6 +41,9 @@ def _from_http(error: HTTPException) -> ProblemDetailsException:
         return problem(400, "invalid-request", "The request is not valid", str(error.detail), errors=errors)
     if isinstance(error, NotFoundException):
         return problem(404, "not-found", "Not found", str(error.detail))
+    if error.status_code == 400:
+        # Malformed JSON and other unreadable requests: one problem type for every bad request.
+        return problem(400, "invalid-request", "The request is not valid", str(error.detail))
     code = {405: "method-not-allowed", 401: "unauthorized", 403: "forbidden", 429: "rate-limited"}.get(
         error.status_code, "http-error"
     )

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+
+# PostgreSQL text cannot hold NUL (U+0000). Every string that reaches the database is checked
+# against this at the edge, so such input is a 400 naming the field, not a driver error.
+STORABLE_TEXT = "^[^\\x00]*$"
+Text = Annotated[str, msgspec.Meta(pattern=STORABLE_TEXT)]
 
 
 class Money(msgspec.Struct, frozen=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get
@@ -12,6 +12,7 @@ from litestar.params import FromPath, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.schemas import (
+    STORABLE_TEXT,
     CategoryCount,
     EventDetail,
     EventList,
@@ -56,6 +57,11 @@ def _summary(e: service.EventSummary) -> EventSummary:
     )
 
 
+def _text_param(max_length: int, description: str) -> Any:
+    """A free-text query parameter: bounded, and free of what PostgreSQL cannot store."""
+    return Parameter(pattern=STORABLE_TEXT, max_length=max_length, description=description)
+
+
 class EventController(Controller):
     path = "/events"
     tags = ["events"]
@@ -73,22 +79,14 @@ class EventController(Controller):
     async def list_events(
         self,
         db_session: NamedDependency[AsyncSession],
-        q: Annotated[
-            str | None, Parameter(max_length=search.MAX_KEYWORD_LENGTH, description="Keywords")
-        ] = None,
-        date_from: Annotated[
-            str | None, Parameter(max_length=40, description=f"Starts at or after. {_WHEN}")
-        ] = None,
-        date_to: Annotated[
-            str | None, Parameter(max_length=40, description=f"Starts at or before. {_WHEN}")
-        ] = None,
+        q: Annotated[str | None, _text_param(search.MAX_KEYWORD_LENGTH, description="Keywords")] = None,
+        date_from: Annotated[str | None, _text_param(40, description=f"Starts at or after. {_WHEN}")] = None,
+        date_to: Annotated[str | None, _text_param(40, description=f"Starts at or before. {_WHEN}")] = None,
         city: Annotated[
-            str | None, Parameter(max_length=search.MAX_CITY_LENGTH, description="City (any case)")
+            str | None, _text_param(search.MAX_CITY_LENGTH, description="City (any case)")
         ] = None,
         venue: Annotated[uuid.UUID | None, Parameter(description="Venue id")] = None,
-        category: Annotated[
-            str | None, Parameter(max_length=40, description=f"One of: {_CATEGORIES}")
-        ] = None,
+        category: Annotated[str | None, _text_param(40, description=f"One of: {_CATEGORIES}")] = None,
         price_min: Annotated[
             int | None,
             Parameter(ge=0, le=search.MAX_PRICE_MINOR, description="A tier costs this or more (minor units)"),
@@ -112,7 +110,7 @@ class EventController(Controller):
         ] = None,
         limit: Annotated[int, Parameter(ge=1, le=service.MAX_PAGE, description="Page size")] = 20,
         cursor: Annotated[
-            str | None, Parameter(max_length=200, description="next_cursor from the previous page")
+            str | None, _text_param(200, description="next_cursor from the previous page")
         ] = None,
     ) -> EventList:
         filters = search.EventFilters.parse(

@@ -12,18 +12,19 @@ from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import SECURITY
+from api.schemas import Text
 from booking.accounts import fans
 
 
 class Registration(msgspec.Struct, frozen=True):
-    email: str
-    password: str
-    display_name: str = ""
+    email: Text
+    password: Text
+    display_name: Text = ""
 
 
 class Credentials(msgspec.Struct, frozen=True):
-    email: str
-    password: str
+    email: Text
+    password: Text
 
 
 class FanOut(msgspec.Struct, frozen=True):

@@ -25,12 +25,16 @@ class Money(msgspec.Struct, frozen=True):
     currency: str
 
 
+# Seat ids are positive bigints; anything outside that is refused here, not by the driver.
+SeatId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+
+
 class HoldRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Either ``seat_ids`` (reserved seating, all or none) or ``tier_id`` and ``quantity``
     (general admission)."""
 
     event_id: uuid.UUID
-    seat_ids: Annotated[list[int], msgspec.Meta(max_length=100)] | None = None
+    seat_ids: Annotated[list[SeatId], msgspec.Meta(max_length=100)] | None = None
     tier_id: uuid.UUID | None = None
     quantity: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
 

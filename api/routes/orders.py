@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import SECURITY
 from api.routes.holds import Money, policy_of
+from api.schemas import Text
 from booking.accounts.fans import Principal
 from booking.errors import TicketRevoked
 from booking.holds.service import Owner
@@ -31,7 +32,7 @@ class CheckoutRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``client_secret``."""
 
     provider: Literal["offline", "stripe"]
-    card_number: str | None = None
+    card_number: Text | None = None
 
 
 class CheckoutOut(msgspec.Struct, frozen=True):
@@ -124,8 +125,10 @@ class CheckoutController(Controller):
             "creates the payment. Safe to repeat: a payment in progress is continued, a paid hold "
             "answers with its order. `status` is `confirmed` (the order exists), `failed` (pay "
             "again), `pending` (wait: the result arrives by webhook or reconciliation) or "
-            "`refund_required` (paid after the seats went to someone else; refunded automatically)."
+            "`refund_required` (paid after the seats went to someone else; refunded automatically). "
+            "Idempotent by the hold: no Idempotency-Key is needed, and one sent is not used."
         ),
+        opt={"idempotency_key": "natural"},
     )
     async def checkout(
         self,
@@ -198,9 +201,9 @@ class OrderController(Controller):
         order_id: FromPath[uuid.UUID],
     ) -> OrderOut:
         cutoff = dt.timedelta(hours=request.app.state.settings.cancel_cutoff_hours)
-        view = await orders.cancel_order(db_session, order_id=order_id, fan_id=fan.fan_id, cutoff=cutoff)
-        if view.state == "refunded":
-            await payments.request_order_refund(db_session, order_id)
+        view = await payments.cancel_and_refund(
+            db_session, order_id=order_id, fan_id=fan.fan_id, cutoff=cutoff
+        )
         return order_out(view)
 
 
