@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from email.message import EmailMessage
-from email.utils import format_datetime
+from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
@@ -22,6 +22,36 @@ from booking.orders.models import Order
 from booking.orders.service import get_order
 from booking.tickets import render
 from booking.tickets.service import ticket_view
+
+# ISO 4217 currencies whose minor unit is the unit itself (no decimals), or a thousandth.
+_ZERO_DECIMAL = frozenset(
+    {
+        "BIF",
+        "CLP",
+        "DJF",
+        "GNF",
+        "ISK",
+        "JPY",
+        "KMF",
+        "KRW",
+        "PYG",
+        "RWF",
+        "UGX",
+        "VND",
+        "VUV",
+        "XAF",
+        "XOF",
+        "XPF",
+    }
+)
+_THREE_DECIMAL = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
+
+
+def money(amount_minor: int, currency: str) -> str:
+    """``1250, "EUR"`` → ``12.50 EUR``; ``1250, "JPY"`` → ``1250 JPY``."""
+    code = currency.upper()
+    places = 0 if code in _ZERO_DECIMAL else 3 if code in _THREE_DECIMAL else 2
+    return f"{amount_minor / 10**places:.{places}f} {code}"
 
 
 def _message(*, message_id: uuid.UUID, sender: str, to: str, subject: str, body: str) -> EmailMessage:
@@ -59,9 +89,13 @@ async def order_confirmation(
     if to is None:
         return None
     view = await get_order(session, order_id, fan_id=None)
-    title, starts_at = (
-        await session.execute(select(Event.title, Event.starts_at).where(Event.id == order.event_id))
+    title, starts_at, timezone = (
+        await session.execute(
+            select(Event.title, Event.starts_at, Event.timezone).where(Event.id == order.event_id)
+        )
     ).one()
+    # Fans read the time where the event happens, as on the ticket itself.
+    local = starts_at.astimezone(ZoneInfo(timezone))
     lines = []
     pdfs: list[tuple[str, bytes]] = []
     for line in view.lines:
@@ -77,10 +111,10 @@ async def order_confirmation(
         lines.append(f"  - {ticket.seat} (ticket {ticket.ticket_id})")
         if ticket.token is not None:
             pdfs.append((f"ticket-{ticket.ticket_id}.pdf", render.render_ticket_pdf(ticket)))
-    amount = f"{view.total_minor / 100:.2f} {view.currency}"
     body = (
-        f"Your order {order_id} for {title} ({format_datetime(starts_at)}) is confirmed.\n\n"
-        f"Tickets:\n" + "\n".join(lines) + f"\n\nTotal paid: {amount}\n\n"
+        f"Your order {order_id} for {title} ({local:%A %d %B %Y, %H:%M} {local:%Z}, {timezone}) "
+        "is confirmed.\n\n"
+        f"Tickets:\n" + "\n".join(lines) + f"\n\nTotal paid: {money(view.total_minor, view.currency)}\n\n"
         "Each ticket is attached as a PDF with its QR code; show it at the gate.\n"
     )
     message = _message(
@@ -112,12 +146,13 @@ async def refund_notice(
         "seats_taken": (
             "your payment reached us after your hold had expired, "
             "and the seats had already gone to another fan"
-        )
+        ),
+        "duplicate_payment": "the booking was already paid by another payment, so this one was not needed",
     }
     why = reasons.get(reason, reason)
     body = (
         f"We could not complete your booking for {row.title}: {why}.\n\n"
-        f"Your payment of {row.total_minor / 100:.2f} {row.currency} is being refunded in full; "
+        f"Your payment of {money(row.total_minor, row.currency)} is being refunded in full; "
         "it reaches your account within a few working days.\n"
     )
     return _message(message_id=message_id, sender=sender, to=to, subject=f"Refund for {row.title}", body=body)

@@ -94,6 +94,25 @@ async def test_the_confirmation_arrives_over_smtp_with_one_pdf_per_ticket(
     assert all(part.get_payload(decode=True).startswith(b"%PDF-") for part in pdfs)  # type: ignore[union-attr]
 
 
+async def test_the_confirmation_gives_the_start_in_the_events_own_timezone(
+    session: AsyncSession, inbox: Inbox, data_dir: Path
+) -> None:
+    event, _, order_id = await _order(session, seats=1)
+    await session.execute(
+        text(
+            "UPDATE events SET timezone = 'Asia/Tokyo', starts_at = '2027-03-01 10:00+00', "
+            "ends_at = '2027-03-01 13:00+00' WHERE id = :id"
+        ),
+        {"id": event.event_id},
+    )
+    await session.commit()
+    await send_order_confirmation(str(order_id), await _fact(session, "order.confirmed"))
+    (message,) = inbox.messages
+    body = next(part for part in message.walk() if part.get_content_type() == "text/plain")
+    text_body = body.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    assert "Monday 01 March 2027, 19:00 JST, Asia/Tokyo" in text_body
+
+
 async def test_without_smtp_the_message_is_one_eml_file_however_often_sent(
     session: AsyncSession, data_dir: Path
 ) -> None:
