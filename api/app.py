@@ -24,7 +24,9 @@ from api.routes.fans import FanController
 from api.routes.health import health
 from api.routes.holds import HoldController
 from api.routes.orders import CheckoutController, OrderController, TicketController, ticket_public_key
+from api.routes.staff import StaffController
 from api.routes.webhooks import stripe_webhook
+from api.staff import AuditMiddleware, provide_staff, record_success
 from booking import __version__
 from booking.db import make_async_engine, make_sessionmaker
 from booking.keys import load_signing_keys
@@ -43,6 +45,7 @@ async def provide_db_session(state: State, request: Request[Any, Any, Any]) -> A
     owned = request.scope.get("state", {}).get(IDEMPOTENT_SESSION)
     if owned is not None:
         yield owned
+        await record_success(owned, request.scope)
         return
     async with state.sessionmaker() as session:
         try:
@@ -50,6 +53,8 @@ async def provide_db_session(state: State, request: Request[Any, Any, Any]) -> A
         except BaseException:
             await session.rollback()
             raise
+        # A staff action and its audit row land together or not at all.
+        await record_success(session, request.scope)
         await session.commit()
 
 
@@ -92,10 +97,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ticket_public_key,
             AvailabilityController,
             stripe_webhook,
+            StaffController,
         ],
-        dependencies={"db_session": Provide(provide_db_session), "fan": Provide(provide_fan)},
+        dependencies={
+            "db_session": Provide(provide_db_session),
+            "fan": Provide(provide_fan),
+            "staff": Provide(provide_staff),
+        },
         lifespan=[lifespan],
-        middleware=[IdempotencyMiddleware()],
+        # Audit outermost: it sees the final answer, including an idempotency replay or 409.
+        middleware=[AuditMiddleware(), IdempotencyMiddleware()],
         plugins=[problem_details],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(

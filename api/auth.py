@@ -18,13 +18,20 @@ from booking.errors import NotAuthenticated
 
 BEARER = "fanToken"
 SECURITY: list[dict[str, list[str]]] = [{BEARER: []}]
+STAFF_BEARER = "staffKey"
+STAFF_SECURITY: list[dict[str, list[str]]] = [{STAFF_BEARER: []}]
 COMPONENTS = Components(
     security_schemes={
         BEARER: SecurityScheme(
             type="http",
             scheme="bearer",
             description="A token from POST /sessions.",
-        )
+        ),
+        STAFF_BEARER: SecurityScheme(
+            type="http",
+            scheme="bearer",
+            description="A staff key (bosk_...) from `boxoffice staff create-key`.",
+        ),
     }
 )
 

@@ -259,3 +259,17 @@ class PaymentProviderUnavailable(BookingError):
     code = "payment-provider-unavailable"
     title = "That payment provider is not offered here"
     status = 400
+
+
+class Forbidden(BookingError):
+    # A staff key whose role may not take this action. Roles are checked on the server for
+    # every staff route; the console hiding a button is a convenience, not the guard.
+    code = "forbidden"
+    title = "Your role may not do this"
+    status = 403
+
+
+class StaffKeyNotFound(BookingError):
+    code = "staff-key-not-found"
+    title = "No live staff key with that name"
+    status = 404

@@ -1,7 +1,8 @@
 """`boxoffice`: run the system, migrate, load the demo, and act on it.
 
-Exit codes: 0 done, 1 failed, 2 bad usage or bad settings. Every failure is one line on
-stderr naming what is wrong, never a traceback.
+Exit codes: 0 done, 1 failed, 2 bad usage or bad settings, 3 nothing to do (see
+``console/cli_common.py``). Every failure is one line on stderr naming what is wrong, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from typing import Annotated, NoReturn
 
 import typer
 from redis.exceptions import RedisError
-from rich.console import Console
 from rich.panel import Panel
 from sqlalchemy.exc import OperationalError
 
 from booking import __version__, migrations
 from booking.settings import Settings, SettingsError, load_settings
+from console.cli_common import err, fail, out, settings_of
 from console.stack import StackError, StackInfo, database_url, redis_url
 
 app = typer.Typer(
@@ -31,20 +32,6 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
-
-out = Console()
-err = Console(stderr=True)
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]boxoffice:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def settings_of(ctx: typer.Context) -> Settings:
-    settings = ctx.obj
-    assert isinstance(settings, Settings)
-    return settings
 
 
 def _version(value: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
@@ -18,6 +19,25 @@ KEY_SCHEME = "bosk"
 
 class StaffKeyExists(Exception):
     """A staff key with that name already exists."""
+
+
+@dataclass(frozen=True)
+class StaffPrincipal:
+    """Who is acting, as the audit log names them."""
+
+    id: uuid.UUID
+    name: str
+    role: StaffRole
+
+
+@dataclass(frozen=True)
+class KeyView:
+    id: uuid.UUID
+    name: str
+    role: StaffRole
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
 
 
 @dataclass(frozen=True)
@@ -67,3 +87,24 @@ async def authenticate(session: AsyncSession, secret: str) -> StaffKey | None:
         return None
     await session.execute(update(StaffKey).where(StaffKey.id == key.id).values(last_used_at=func.now()))
     return key
+
+
+async def list_keys(session: AsyncSession) -> list[KeyView]:
+    """Every key, live ones first, newest first; never the secrets (only hashes are kept)."""
+    rows = await session.scalars(
+        select(StaffKey).order_by(StaffKey.revoked_at.is_not(None), StaffKey.created_at.desc())
+    )
+    return [
+        KeyView(key.id, key.name, key.role, key.created_at, key.last_used_at, key.revoked_at) for key in rows
+    ]
+
+
+async def revoke_key(session: AsyncSession, name: str) -> bool:
+    """Revoke the live key called ``name``; False when there is none. Does not commit."""
+    revoked = await session.execute(
+        update(StaffKey)
+        .where(StaffKey.name == name, StaffKey.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+        .returning(StaffKey.id)
+    )
+    return revoked.first() is not None

@@ -1,0 +1,147 @@
+"""Every staff route against {no key, box_office, on_call, gate, admin}, and the audit row
+each state-changing staff request leaves.
+
+The table classifies every ``/staff`` route the app serves; a route missing from it fails the
+test. Paths name ids that do not exist, so an admitted role meets a 404 (or a 400 for a body
+it cannot use) and changes nothing, while a refused one meets 401 or 403 first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from booking.accounts.models import StaffRole
+from booking.accounts.staff import create_key
+from booking.ops import audit
+
+BOX, CALL, GATE, ADMIN = StaffRole.BOX_OFFICE, StaffRole.ON_CALL, StaffRole.GATE, StaffRole.ADMIN
+EVERYONE = frozenset(StaffRole)
+
+# (method, path template) -> the roles admitted (admin always is), and a request body.
+STAFF_MATRIX: dict[tuple[str, str], tuple[frozenset[StaffRole], dict[str, Any] | None]] = {
+    ("GET", "/staff/me"): (EVERYONE, None),
+    ("GET", "/staff/keys"): (frozenset({ADMIN}), None),
+    ("DELETE", "/staff/keys/{name:str}"): (frozenset({ADMIN}), None),
+    ("GET", "/staff/audit"): (frozenset({CALL, ADMIN}), None),
+}
+
+
+def _fill(template: str) -> str:
+    path = template
+    for part in ("{name:str}",):
+        path = path.replace(part, f"no-such-{uuid.uuid4().hex[:8]}")
+    while "{" in path:
+        start, end = path.index("{"), path.index("}")
+        path = path[:start] + str(uuid.uuid4()) + path[end + 1 :]
+    return path
+
+
+@pytest.fixture
+async def keys(session: AsyncSession) -> dict[StaffRole, str]:
+    issued = {
+        role: await create_key(session, f"{role.value}-{uuid.uuid4().hex[:6]}", role) for role in StaffRole
+    }
+    await session.commit()
+    return {role: key.secret for role, key in issued.items()}
+
+
+def staff_headers(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def test_every_staff_route_is_in_the_matrix(api: AsyncTestClient[Litestar]) -> None:
+    served = {
+        (method, route.path)
+        for route in api.app.routes
+        if route.path.startswith("/staff")
+        for method in getattr(route, "methods", set())
+        if method not in ("OPTIONS", "HEAD")
+    }
+    assert served == set(STAFF_MATRIX)
+
+
+@pytest.mark.parametrize(("method", "template"), sorted(STAFF_MATRIX))
+async def test_each_role_meets_its_answer(
+    api: AsyncTestClient[Litestar], keys: dict[StaffRole, str], method: str, template: str
+) -> None:
+    admitted, body = STAFF_MATRIX[(method, template)]
+    assert ADMIN in admitted
+    callers: list[tuple[str, dict[str, str]]] = [("no key", {})]
+    callers += [(role.value, staff_headers(secret)) for role, secret in keys.items()]
+    callers.append(("a fan token", {"Authorization": "Bearer bofan_not-a-staff-key"}))
+    for who, headers in callers:
+        response = await api.request(method, _fill(template), json=body, headers=headers)
+        assert response.status_code < 500, (who, response.text)
+        if response.status_code >= 400:
+            assert response.headers["content-type"].startswith("application/problem+json")
+        if who in ("no key", "a fan token"):
+            expected: object = 401
+        elif StaffRole(who) in admitted:
+            expected = "admitted"
+        else:
+            expected = 403
+        if expected == "admitted":
+            assert response.status_code not in (401, 403), (who, method, template, response.text)
+        else:
+            assert response.status_code == expected, (who, method, template, response.text)
+
+
+async def test_a_revoked_key_stops_working_at_once(
+    api: AsyncTestClient[Litestar], session: AsyncSession, keys: dict[StaffRole, str]
+) -> None:
+    till = await create_key(session, "till-7", BOX)
+    await session.commit()
+    assert (await api.get("/staff/me", headers=staff_headers(till.secret))).status_code == 200
+    revoked = await api.delete("/staff/keys/till-7", headers=staff_headers(keys[ADMIN]))
+    assert revoked.status_code == 204, revoked.text
+    assert (await api.get("/staff/me", headers=staff_headers(till.secret))).status_code == 401
+    again = await api.delete("/staff/keys/till-7", headers=staff_headers(keys[ADMIN]))
+    assert again.status_code == 404
+
+
+async def test_every_staff_action_is_audited_whatever_its_outcome(
+    api: AsyncTestClient[Litestar], session: AsyncSession, keys: dict[StaffRole, str]
+) -> None:
+    await create_key(session, "till-8", BOX)
+    await session.commit()
+    await api.delete("/staff/keys/till-8")  # no key
+    await api.delete("/staff/keys/till-8", headers=staff_headers(keys[BOX]))  # wrong role
+    await api.delete("/staff/keys/nobody", headers=staff_headers(keys[ADMIN]))  # unknown
+    await api.delete("/staff/keys/till-8", headers=staff_headers(keys[ADMIN]))  # done
+    await api.get("/staff/keys", headers=staff_headers(keys[ADMIN]))  # a read: not an action
+
+    entries = list(reversed(await audit.tail(session, limit=10)))
+    assert [(e.action, e.outcome, e.target_id) for e in entries] == [
+        ("staff_key.revoke", "denied", "till-8"),
+        ("staff_key.revoke", "denied", "till-8"),
+        ("staff_key.revoke", "failed", "nobody"),
+        ("staff_key.revoke", "ok", "till-8"),
+    ]
+    anonymous, wrong_role, unknown, done = entries
+    assert anonymous.actor_name == "(no valid key)"
+    assert anonymous.details["status"] == 401
+    assert wrong_role.actor_name.startswith("box_office-")
+    assert wrong_role.details["problem"].endswith("/forbidden")
+    assert unknown.details["problem"].endswith("/staff-key-not-found")
+    assert done.actor_name.startswith("admin-")
+    assert done.actor_type == "staff"
+    assert all(e.target_type == "staff_key" for e in entries)
+
+
+async def test_the_audit_log_reads_back_over_the_api(
+    api: AsyncTestClient[Litestar], keys: dict[StaffRole, str]
+) -> None:
+    await api.delete("/staff/keys/ghost", headers=staff_headers(keys[ADMIN]))
+    listed = await api.get("/staff/audit", params={"limit": 5}, headers=staff_headers(keys[CALL]))
+    assert listed.status_code == 200, listed.text
+    (entry,) = listed.json()["items"]
+    assert entry["action"] == "staff_key.revoke"
+    assert entry["outcome"] == "failed"
+    later = await api.get("/staff/audit", params={"after_id": entry["id"]}, headers=staff_headers(keys[CALL]))
+    assert later.json()["items"] == []
