@@ -19,10 +19,14 @@ from api.idempotency import IdempotencyMiddleware
 from api.openapi import document_problems
 from api.problems import exception_handlers, problem_details
 from api.routes.availability import AvailabilityController
+from api.routes.box_office import BoxOfficeController
+from api.routes.checkin import CheckinController
 from api.routes.events import EventController
 from api.routes.fans import FanController
 from api.routes.health import health
 from api.routes.holds import HoldController
+from api.routes.jobs import JobsController, rq_redis_lifespan
+from api.routes.ops import OpsController
 from api.routes.orders import CheckoutController, OrderController, TicketController, ticket_public_key
 from api.routes.staff import StaffController
 from api.routes.webhooks import stripe_webhook
@@ -98,13 +102,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AvailabilityController,
             stripe_webhook,
             StaffController,
+            BoxOfficeController,
+            OpsController,
+            CheckinController,
+            JobsController,
         ],
         dependencies={
             "db_session": Provide(provide_db_session),
             "fan": Provide(provide_fan),
             "staff": Provide(provide_staff),
         },
-        lifespan=[lifespan],
+        lifespan=[lifespan, rq_redis_lifespan],
         # Audit outermost: it sees the final answer, including an idempotency replay or 409.
         middleware=[AuditMiddleware(), IdempotencyMiddleware()],
         plugins=[problem_details],

@@ -273,3 +273,86 @@ class StaffKeyNotFound(BookingError):
     code = "staff-key-not-found"
     title = "No live staff key with that name"
     status = 404
+
+
+class HoldAlreadyEnded(BookingError):
+    code = "hold-already-ended"
+    title = "The hold has already ended"
+    status = 409
+
+
+class HoldBeingPaid(BookingError):
+    # Releasing it could take the seats from under a payment that then succeeds.
+    code = "hold-being-paid"
+    title = "The hold is being paid for"
+    status = 409
+
+
+class SaleStateConflict(BookingError):
+    code = "sale-state-conflict"
+    title = "The sale cannot do that in its current state"
+    status = 409
+
+
+class NothingToReconcile(BookingError):
+    code = "nothing-to-reconcile"
+    title = "There is no payment waiting to be settled"
+    status = 409
+
+
+class OrderNotRefundable(BookingError):
+    code = "order-not-refundable"
+    title = "The order cannot be refunded in its current state"
+    status = 409
+
+
+class PaymentProviderUnreachable(BookingError):
+    code = "payment-provider-unreachable"
+    title = "The payment provider did not answer"
+    status = 503
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, retry_after=30)
+
+
+class JobNotFound(BookingError):
+    code = "job-not-found"
+    title = "No such job"
+    status = 404
+
+
+class JobNotFailed(BookingError):
+    # Requeue and delete act on failed jobs only; a queued or running job is left alone.
+    code = "job-not-failed"
+    title = "The job has not failed"
+    status = 409
+
+
+class UnknownQueue(BookingError):
+    code = "unknown-queue"
+    title = "No such job queue"
+    status = 400
+
+
+class CashShort(BookingError):
+    code = "cash-short"
+    title = "The cash tendered does not cover the total"
+    status = 409
+
+    def __init__(self, *, total: str, tendered: str, short: str, **amounts: Any) -> None:
+        super().__init__(
+            f"{tendered} tendered for a total of {total}: {short} short. Nothing was recorded.", **amounts
+        )
+
+
+class SaleSeatsGone(BookingError):
+    # At a till the money is taken only once this call succeeds, so nothing needs refunding.
+    code = "sale-seats-gone"
+    title = "The sale's hold ran out and its seats went to someone else"
+    status = 409
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Nothing was sold and no payment was recorded: take no money (void a card-terminal"
+            " payment if one was made) and start a new sale."
+        )

@@ -18,40 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from booking.accounts.models import Fan
 from booking.catalog.models import Event
 from booking.holds.models import Hold
+from booking.money import money
 from booking.orders.models import Order
 from booking.orders.service import get_order
 from booking.tickets import render
 from booking.tickets.service import ticket_view
-
-# ISO 4217 currencies whose minor unit is the unit itself (no decimals), or a thousandth.
-_ZERO_DECIMAL = frozenset(
-    {
-        "BIF",
-        "CLP",
-        "DJF",
-        "GNF",
-        "ISK",
-        "JPY",
-        "KMF",
-        "KRW",
-        "PYG",
-        "RWF",
-        "UGX",
-        "VND",
-        "VUV",
-        "XAF",
-        "XOF",
-        "XPF",
-    }
-)
-_THREE_DECIMAL = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
-
-
-def money(amount_minor: int, currency: str) -> str:
-    """``1250, "EUR"`` → ``12.50 EUR``; ``1250, "JPY"`` → ``1250 JPY``."""
-    code = currency.upper()
-    places = 0 if code in _ZERO_DECIMAL else 3 if code in _THREE_DECIMAL else 2
-    return f"{amount_minor / 10**places:.{places}f} {code}"
 
 
 def _message(*, message_id: uuid.UUID, sender: str, to: str, subject: str, body: str) -> EmailMessage:

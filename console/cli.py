@@ -19,6 +19,8 @@ from sqlalchemy.exc import OperationalError
 from booking import __version__, migrations
 from booking.settings import Settings, SettingsError, load_settings
 from console.cli_common import err, fail, out, settings_of
+from console.cli_ops import holds_app, orders_app, sale_app
+from console.cli_queues import audit_app, jobs_app, queues_app, staff_app
 from console.stack import StackError, StackInfo, database_url, redis_url
 
 app = typer.Typer(
@@ -32,6 +34,13 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demo data.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
+app.add_typer(queues_app, name="queues")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(staff_app, name="staff")
+app.add_typer(audit_app, name="audit")
+app.add_typer(holds_app, name="holds")
+app.add_typer(orders_app, name="orders")
+app.add_typer(sale_app, name="sale")
 
 
 def _version(value: bool) -> None:
@@ -139,6 +148,44 @@ def worker(
         run(redis_url(settings), burst=burst, logging_level="INFO" if verbose else "WARNING")
     except (StackError, RedisError) as error:
         _unreachable(error)
+
+
+@app.command("console")
+def operator_console(
+    ctx: typer.Context,
+    api: Annotated[str | None, typer.Option(help="API address [default: the running `boxoffice up`]")] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BOXOFFICE_STAFF_KEY",
+            help="Staff key (bosk_...) [default: the local stack's, in the data folder]",
+        ),
+    ] = None,
+    refresh: Annotated[float, typer.Option(min=0.5, max=60, help="Seconds between refreshes.")] = 2.0,
+) -> None:
+    """Open the operator console (dashboard, box office, holds, on call) on the staff API."""
+    from console.local import CONSOLE_KEY_FILE
+    from console.tui.app import ConsoleApp
+    from console.tui.client import StaffClient
+
+    settings = settings_of(ctx)
+    if api is None:
+        info = StackInfo.read(settings.data_dir)
+        if info is None:
+            fail("no API: pass --api URL, or start the local stack with `boxoffice up`", code=2)
+        api = info.api_url
+    if key is None:
+        try:
+            key = (settings.data_dir / CONSOLE_KEY_FILE).read_text().strip()
+        except OSError:
+            fail(
+                "no staff key: pass --key or set BOXOFFICE_STAFF_KEY "
+                "(`boxoffice staff create-key` makes one)",
+                2,
+            )
+    ConsoleApp(
+        StaffClient(api, key), refresh_seconds=refresh, tickets_dir=settings.data_dir / "tickets"
+    ).run()
 
 
 def _export_stack_urls(settings: Settings) -> None:

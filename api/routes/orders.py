@@ -88,6 +88,24 @@ class TicketOut(msgspec.Struct, frozen=True):
     token: str | None
 
 
+def ticket_out(view: tickets.TicketView) -> TicketOut:
+    return TicketOut(
+        id=view.ticket_id,
+        order_id=view.order_id,
+        event_id=view.event_id,
+        state=view.state.value,
+        event_title=view.event_title,
+        performer=view.performer,
+        venue=view.venue_name,
+        city=view.venue_city,
+        starts_at=view.starts_at,
+        timezone=view.timezone,
+        seat=view.seat,
+        issued_at=view.issued_at,
+        token=view.token,
+    )
+
+
 def order_out(view: orders.OrderView) -> OrderOut:
     return OrderOut(
         id=view.id,
@@ -226,22 +244,7 @@ class TicketController(Controller):
         fan: NamedDependency[Principal],
         ticket_id: FromPath[uuid.UUID],
     ) -> TicketOut:
-        view = await self._view(request, db_session, fan, ticket_id)
-        return TicketOut(
-            id=view.ticket_id,
-            order_id=view.order_id,
-            event_id=view.event_id,
-            state=view.state.value,
-            event_title=view.event_title,
-            performer=view.performer,
-            venue=view.venue_name,
-            city=view.venue_city,
-            starts_at=view.starts_at,
-            timezone=view.timezone,
-            seat=view.seat,
-            issued_at=view.issued_at,
-            token=view.token,
-        )
+        return ticket_out(await self._view(request, db_session, fan, ticket_id))
 
     @get("/{ticket_id:uuid}/qr.svg", summary="The ticket's QR code", media_type="image/svg+xml")
     async def qr(

@@ -9,12 +9,13 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts.models import StaffKey, StaffRole
 
 KEY_SCHEME = "bosk"
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
 
 class StaffKeyExists(Exception):
@@ -85,7 +86,17 @@ async def authenticate(session: AsyncSession, secret: str) -> StaffKey | None:
     )
     if key is None or not hmac.compare_digest(key.key_hash, _hash(secret)):
         return None
-    await session.execute(update(StaffKey).where(StaffKey.id == key.id).values(last_used_at=func.now()))
+    # At most once a minute per key: the update locks the key's row until the request
+    # commits, and doing it on every request would make one key's requests (a gate scanning,
+    # a console polling) wait for each other.
+    await session.execute(
+        update(StaffKey)
+        .where(
+            StaffKey.id == key.id,
+            or_(StaffKey.last_used_at.is_(None), StaffKey.last_used_at < func.now() - LAST_USED_RESOLUTION),
+        )
+        .values(last_used_at=func.now())
+    )
     return key
 
 

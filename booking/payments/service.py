@@ -306,7 +306,14 @@ def _settlement_of(payment: Payment) -> Settlement:
     )
 
 
+# Taken at a till: the money goes back the way it came, by the staff member who records the
+# refund (cash from the drawer, or a reversal on the card terminal). No provider is asked, so
+# the refund is done when it is recorded; left pending, no job could ever finish it.
+_REFUNDED_AT_THE_TILL = frozenset({PaymentProvider.CASH, PaymentProvider.CARD_PRESENT})
+
+
 async def _record_refund(session: AsyncSession, payment: Payment, key: str, *, reason: str) -> None:
+    at_till = payment.provider in _REFUNDED_AT_THE_TILL
     await session.execute(
         pg_insert(Refund)
         .values(
@@ -315,6 +322,7 @@ async def _record_refund(session: AsyncSession, payment: Payment, key: str, *, r
             amount_minor=payment.amount_minor,
             currency=payment.currency,
             reason=reason,
+            state=RefundState.SUCCEEDED if at_till else RefundState.PENDING,
         )
         .on_conflict_do_nothing(index_elements=["payment_id", "idempotency_key"])
     )
@@ -322,7 +330,8 @@ async def _record_refund(session: AsyncSession, payment: Payment, key: str, *, r
 
 async def request_order_refund(session: AsyncSession, order_id: uuid.UUID) -> bool:
     """Record the refund of an order's payment (after ``refund_order`` returned its seats).
-    Returns False for an order paid without a provider (cash at the box office).
+    A payment taken at a till is refunded there, so its refund is recorded as done; others
+    are made by the refund job. Returns False when the order has no succeeded payment.
 
     Raises:
         OrderNotFound.

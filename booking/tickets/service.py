@@ -2,6 +2,8 @@
 
 Verbs only read and run in the caller's transaction. A fan reaches a ticket through the order
 that owns it (``orders.fan_id``); anyone else's ticket is reported exactly as a missing one.
+Box-office staff reach the tickets of box-office orders only (``box_office_ticket_view``),
+never a fan's.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.catalog.models import Event, PriceTier, Seat, SeatRow, Section, Venue
 from booking.errors import TicketNotFound, TicketRevoked
 from booking.inventory.models import InventoryUnit
-from booking.orders.models import Order, OrderItem
+from booking.orders.models import Order, OrderChannel, OrderItem
 from booking.tickets.models import Ticket, TicketState
 from booking.tickets.signing import TicketClaims, sign_ticket, verify
 
@@ -75,8 +77,10 @@ def seat_label(*, section: str | None, row: str | None, number: str | None, tier
 
 
 async def _load(
-    session: AsyncSession, ticket_id: uuid.UUID, signing_key: Ed25519PrivateKey, fan_id: uuid.UUID | None
+    session: AsyncSession, ticket_id: uuid.UUID, signing_key: Ed25519PrivateKey, *reader: ColumnElement[bool]
 ) -> TicketView:
+    """The ticket, if its order also meets every ``reader`` condition (who may see it); none
+    for the callers that act for the system (jobs, printing)."""
     # One statement: a ticket page is read far more often than tickets are sold.
     query = (
         select(Ticket, Order, Event, Venue, Section.name, SeatRow.label, Seat.number, PriceTier.name)
@@ -89,11 +93,9 @@ async def _load(
         .outerjoin(Seat, Seat.id == InventoryUnit.seat_id)
         .outerjoin(SeatRow, SeatRow.id == Seat.row_id)
         .outerjoin(Section, Section.id == SeatRow.section_id)
-        .where(Ticket.id == ticket_id)
+        .where(Ticket.id == ticket_id, *reader)
         .execution_options(populate_existing=True)
     )
-    if fan_id is not None:
-        query = query.where(Order.fan_id == fan_id)
     row = (await session.execute(query)).one_or_none()
     if row is None:
         raise TicketNotFound()
@@ -134,7 +136,28 @@ async def ticket_view(
     Raises:
         TicketNotFound: no such ticket, or it belongs to someone else (indistinguishable).
     """
-    return await _load(session, ticket_id, signing_key, fan_id)
+    return await _load(session, ticket_id, signing_key, Order.fan_id == fan_id)
+
+
+async def box_office_ticket_view(
+    session: AsyncSession,
+    ticket_id: uuid.UUID,
+    *,
+    staff_key_id: uuid.UUID | None,
+    signing_key: Ed25519PrivateKey,
+) -> TicketView:
+    """A ticket of a box-office order, for the till that sold it (``staff_key_id``) or, with
+    None, for a supervisor: any box-office ticket. Tickets of online orders are the fans'
+    and are never reached here.
+
+    Raises:
+        TicketNotFound: no such ticket, a ticket of an online order, or (with a key) a ticket
+            another key sold: all indistinguishable.
+    """
+    reader = [Order.channel == OrderChannel.BOX_OFFICE]
+    if staff_key_id is not None:
+        reader.append(Order.staff_key_id == staff_key_id)
+    return await _load(session, ticket_id, signing_key, *reader)
 
 
 async def ticket_token(session: AsyncSession, ticket_id: uuid.UUID, *, signing_key: Ed25519PrivateKey) -> str:
@@ -146,7 +169,7 @@ async def ticket_token(session: AsyncSession, ticket_id: uuid.UUID, *, signing_k
         TicketNotFound: no such ticket.
         TicketRevoked: the ticket was revoked (its order refunded or cancelled).
     """
-    view = await _load(session, ticket_id, signing_key, None)
+    view = await _load(session, ticket_id, signing_key)
     if view.token is None:
         raise TicketRevoked()
     return view.token

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts.models import StaffRole
@@ -29,6 +30,45 @@ STAFF_MATRIX: dict[tuple[str, str], tuple[frozenset[StaffRole], dict[str, Any] |
     ("GET", "/staff/keys"): (frozenset({ADMIN}), None),
     ("DELETE", "/staff/keys/{name:str}"): (frozenset({ADMIN}), None),
     ("GET", "/staff/audit"): (frozenset({CALL, ADMIN}), None),
+    ("GET", "/staff/events"): (frozenset({BOX, ADMIN}), None),
+    ("GET", "/staff/events/{event_id:uuid}/seatmap"): (frozenset({BOX, ADMIN}), None),
+    ("POST", "/staff/sales"): (
+        frozenset({BOX, ADMIN}),
+        {"event_id": "00000000-0000-4000-8000-000000000000", "seat_ids": [1]},
+    ),
+    ("GET", "/staff/sales/{hold_id:uuid}"): (frozenset({BOX, ADMIN}), None),
+    ("DELETE", "/staff/sales/{hold_id:uuid}"): (frozenset({BOX, ADMIN}), None),
+    ("POST", "/staff/sales/{hold_id:uuid}/payment"): (
+        frozenset({BOX, ADMIN}),
+        {"method": "cash", "tendered_minor": 10000},
+    ),
+    ("GET", "/staff/orders/{order_id:uuid}"): (frozenset({BOX, ADMIN}), None),
+    ("GET", "/staff/tickets/{ticket_id:uuid}"): (frozenset({BOX, ADMIN}), None),
+    ("GET", "/staff/tickets/{ticket_id:uuid}/qr.svg"): (frozenset({BOX, ADMIN}), None),
+    ("GET", "/staff/tickets/{ticket_id:uuid}/ticket.pdf"): (frozenset({BOX, ADMIN}), None),
+    ("GET", "/staff/dashboard"): (frozenset({CALL, BOX, ADMIN}), None),
+    ("GET", "/staff/holds"): (frozenset({CALL, BOX, ADMIN}), None),
+    ("POST", "/staff/holds/{hold_id:uuid}/release"): (frozenset({CALL, BOX, ADMIN}), None),
+    ("POST", "/staff/holds/release-expired"): (
+        frozenset({CALL, ADMIN}),
+        {"event_id": "00000000-0000-4000-8000-000000000000"},
+    ),
+    ("GET", "/staff/orders/stuck"): (frozenset({CALL, ADMIN}), None),
+    ("POST", "/staff/orders/{hold_id:uuid}/reconcile"): (frozenset({CALL, ADMIN}), None),
+    ("POST", "/staff/orders/{order_id:uuid}/refund"): (frozenset({CALL, ADMIN}), None),
+    ("POST", "/staff/events/{event_id:uuid}/pause"): (frozenset({CALL, ADMIN}), None),
+    ("POST", "/staff/events/{event_id:uuid}/resume"): (frozenset({CALL, ADMIN}), None),
+    ("POST", "/staff/checkin"): (frozenset({GATE, ADMIN}), {"token": "not-a-ticket-code", "gate": "north-1"}),
+    ("POST", "/staff/checkin/offline"): (
+        frozenset({GATE, ADMIN}),
+        {"gate": "north-1", "scans": [{"token": "not-a-ticket-code", "scanned_at": "2026-11-28T19:00:00Z"}]},
+    ),
+    ("GET", "/staff/checkin/conflicts"): (frozenset({GATE, CALL, ADMIN}), None),
+    ("GET", "/staff/queues"): (frozenset({CALL, ADMIN}), None),
+    ("GET", "/staff/jobs/failed"): (frozenset({CALL, ADMIN}), None),
+    ("POST", "/staff/jobs/{job_id:str}/requeue"): (frozenset({CALL, ADMIN}), None),
+    ("DELETE", "/staff/jobs/{job_id:str}"): (frozenset({CALL, ADMIN}), None),
+    ("POST", "/staff/jobs/requeue-failed"): (frozenset({CALL, ADMIN}), {"queue": "no-such-queue"}),
 }
 
 
@@ -145,3 +185,28 @@ async def test_the_audit_log_reads_back_over_the_api(
     assert entry["outcome"] == "failed"
     later = await api.get("/staff/audit", params={"after_id": entry["id"]}, headers=staff_headers(keys[CALL]))
     assert later.json()["items"] == []
+
+
+async def test_a_keys_last_use_is_recorded_at_most_once_a_minute(
+    api: AsyncTestClient[Litestar], session: AsyncSession
+) -> None:
+    # Each recording locks the key's row until its request commits; recording once a minute
+    # keeps one key's concurrent requests (a busy gate) from queueing behind each other.
+    issued = await create_key(session, "gate-3", GATE)
+    await session.commit()
+    last_used = text("SELECT last_used_at FROM staff_keys WHERE id = :id")
+    assert (await session.scalar(last_used, {"id": issued.id})) is None
+    assert (await api.get("/staff/me", headers=staff_headers(issued.secret))).status_code == 200
+    first = await session.scalar(last_used, {"id": issued.id})
+    assert first is not None
+    await session.commit()
+    assert (await api.get("/staff/me", headers=staff_headers(issued.secret))).status_code == 200
+    assert await session.scalar(last_used, {"id": issued.id}) == first
+    await session.commit()
+    await session.execute(
+        text("UPDATE staff_keys SET last_used_at = last_used_at - interval '2 minutes' WHERE id = :id"),
+        {"id": issued.id},
+    )
+    await session.commit()
+    assert (await api.get("/staff/me", headers=staff_headers(issued.secret))).status_code == 200
+    assert await session.scalar(last_used, {"id": issued.id}) > first

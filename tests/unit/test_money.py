@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from booking.mail import money
+from booking.money import money
 
 
 @pytest.mark.parametrize(

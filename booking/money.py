@@ -1,0 +1,17 @@
+"""Amounts for people: integer minor units shown in each currency's own unit."""
+
+from __future__ import annotations
+
+# ISO 4217 currencies whose minor unit is the unit itself (no decimals), or a thousandth.
+_ZERO_DECIMAL = frozenset(
+    {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW"}
+    | {"PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
+)
+_THREE_DECIMAL = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
+
+
+def money(amount_minor: int, currency: str) -> str:
+    """``1250, "EUR"`` → ``12.50 EUR``; ``1250, "JPY"`` → ``1250 JPY``."""
+    code = currency.upper()
+    places = 0 if code in _ZERO_DECIMAL else 3 if code in _THREE_DECIMAL else 2
+    return f"{amount_minor / 10**places:.{places}f} {code}"

@@ -1,0 +1,679 @@
+"""What on-call staff see and do: holds, stuck payments, refunds, pausing a sale, the dashboard.
+
+Every verb here is an operator's view of a service that already exists: holds are released and
+tidied by ``booking.holds.service``, payments settled by ``booking.payments.service``, orders
+refunded by ``booking.orders.service``. This module adds the queries an operator needs to find
+what to act on, and the checks that make an operator's act safe (a hold being paid for is not
+released from under its payment). Verbs that take a session run in the caller's transaction
+and do not commit; ``reconcile_order`` manages its own transactions, because it talks to the
+payment provider between them.
+
+Time is the database's: every "now", "expired" and "in the last minute" is ``now()``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from booking.accounts.models import Fan, StaffKey
+from booking.catalog.models import Event, EventStatus
+from booking.catalog.search import EVENT_CHANGED
+from booking.errors import (
+    BookingError,
+    EventNotFound,
+    HoldAlreadyEnded,
+    HoldBeingPaid,
+    HoldNotFound,
+    InvalidRequest,
+    NothingToReconcile,
+    OrderNotRefundable,
+    PaymentProviderUnreachable,
+    SaleStateConflict,
+)
+from booking.holds import service as holds
+from booking.holds.models import Hold, HoldState
+from booking.holds.service import LIVE_STATES
+from booking.inventory.models import InventoryUnit, UnitState
+from booking.inventory.service import busy_is_retryable
+from booking.inventory.transitions import claimable
+from booking.orders import service as orders
+from booking.orders.models import Order, OrderItem, OrderItemState, OrderState
+from booking.outbox import emit
+from booking.payments import service as payments
+from booking.payments.gateway import GatewayError
+from booking.payments.models import Payment, PaymentState
+from booking.payments.registry import Gateways
+
+MAX_LIST = 1000
+# A payment still pending this long after it started is stuck even if its hold's grace has
+# not run out yet (a create that timed out, a webhook that never came): the same threshold
+# after which reconciliation asks the provider about it.
+STUCK_AFTER = payments.RECONCILE_AFTER
+# Holds whose deadline is this close are "about to expire" on the dashboard.
+EXPIRING_SOON = dt.timedelta(seconds=60)
+# The states a hold ends from by running out (``expire`` and ``lapse``); a paying hold's
+# deadline is its payment grace, after which it is stuck rather than expired.
+EXPIRES = frozenset({HoldState.ACTIVE, HoldState.FAILED})
+
+
+def _overdue() -> ColumnElement[bool]:
+    """A hold still live by its state whose deadline has passed: what the sweeper tidies."""
+    return and_(Hold.state.in_(list(LIVE_STATES)), Hold.expires_at <= func.now())
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIST:
+        raise InvalidRequest(f"The limit must be between 1 and {MAX_LIST}.")
+
+
+async def _require_event(session: AsyncSession, event_id: uuid.UUID) -> None:
+    if await session.scalar(select(Event.id).where(Event.id == event_id)) is None:
+        raise EventNotFound(f"There is no event {event_id}.")
+
+
+async def resolve_event(session: AsyncSession, ref: str) -> uuid.UUID:
+    """The id of the event ``ref`` names: its id, or its slug (what operators type).
+
+    Raises:
+        EventNotFound.
+    """
+    try:
+        event_id = uuid.UUID(ref)
+    except ValueError:
+        found = await session.scalar(select(Event.id).where(Event.slug == ref))
+        if found is None:
+            raise EventNotFound(f"There is no event {ref!r}.") from None
+        return found
+    await _require_event(session, event_id)
+    return event_id
+
+
+# --- holds -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HoldRow:
+    """One hold as an operator sees it. ``owner`` is the fan's email or the staff key's name;
+    ``seconds_left`` is None for a hold that has ended and 0 for one past its deadline."""
+
+    hold_id: uuid.UUID
+    event_id: uuid.UUID
+    event_title: str
+    owner_kind: str
+    owner: str
+    state: HoldState
+    quantity: int
+    total_minor: int
+    currency: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    seconds_left: int | None
+    overdue: bool
+
+
+async def find_holds(
+    session: AsyncSession,
+    *,
+    event_id: uuid.UUID | None = None,
+    fan_email: str | None = None,
+    hold_id: uuid.UUID | None = None,
+    expired_only: bool = False,
+    state: HoldState | None = None,
+    limit: int = 100,
+) -> list[HoldRow]:
+    """Holds matching every filter given, newest first. ``expired_only`` keeps holds still
+    live by their state but past their deadline (what the sweeper will tidy); ``fan_email``
+    matches whatever its case.
+
+    Raises:
+        InvalidRequest: ``limit`` is outside 1..1000.
+    """
+    _check_limit(limit)
+    overdue = _overdue()
+    query = (
+        select(
+            Hold.id,
+            Hold.event_id,
+            Event.title,
+            Fan.email,
+            StaffKey.name,
+            Hold.state,
+            Hold.quantity,
+            Hold.total_minor,
+            Hold.currency,
+            Hold.created_at,
+            Hold.expires_at,
+            overdue,
+            func.now(),
+        )
+        .join(Event, Event.id == Hold.event_id)
+        .outerjoin(Fan, Fan.id == Hold.fan_id)
+        .outerjoin(StaffKey, StaffKey.id == Hold.staff_key_id)
+        .order_by(Hold.created_at.desc(), Hold.id)
+        .limit(limit)
+    )
+    if event_id is not None:
+        query = query.where(Hold.event_id == event_id)
+    if hold_id is not None:
+        query = query.where(Hold.id == hold_id)
+    if fan_email is not None:
+        query = query.where(func.lower(Fan.email) == fan_email.strip().lower())
+    if state is not None:
+        query = query.where(Hold.state == state)
+    if expired_only:
+        query = query.where(overdue)
+    rows = (await session.execute(query)).all()
+    return [
+        HoldRow(
+            hold_id=hid,
+            event_id=eid,
+            event_title=title,
+            owner_kind="fan" if email is not None else "staff",
+            owner=email if email is not None else key_name,
+            state=hold_state,
+            quantity=quantity,
+            total_minor=total,
+            currency=currency,
+            created_at=created_at,
+            expires_at=expires_at,
+            seconds_left=(
+                max(0, int((expires_at - now).total_seconds())) if hold_state in LIVE_STATES else None
+            ),
+            overdue=bool(late),
+        )
+        for (
+            hid,
+            eid,
+            title,
+            email,
+            key_name,
+            hold_state,
+            quantity,
+            total,
+            currency,
+            created_at,
+            expires_at,
+            late,
+            now,
+        ) in rows
+    ]
+
+
+async def release_hold_by_staff(session: AsyncSession, hold_id: uuid.UUID) -> holds.HoldView:
+    """Release anyone's live hold: its units go back on sale now. The hold row stays locked
+    from the check to the release, so a checkout cannot slip in between.
+
+    Raises:
+        HoldNotFound; HoldAlreadyEnded (released or expired already: nothing to do);
+        HoldBeingPaid (its payment must be settled or refunded first, or a payment that then
+        succeeds would find its seats sold to someone else); HoldStateConflict (confirmed or
+        refunded: refund the order instead); InventoryBusy.
+    """
+    hold, _ = await holds.lock_hold(session, hold_id, None)
+    if hold.state in (HoldState.RELEASED, HoldState.EXPIRED):
+        raise HoldAlreadyEnded(f"The hold was already {hold.state.value}; its tickets are back on sale.")
+    if hold.state == HoldState.PAYING:
+        raise HoldBeingPaid(
+            "A payment is in progress for this hold. Settle it first (reconcile the stuck order),"
+            " or refund the order it becomes."
+        )
+    return await holds.release_hold(session, hold_id=hold_id)
+
+
+async def release_expired(
+    session: AsyncSession, event_id: uuid.UUID | None = None, *, limit: int = MAX_LIST
+) -> int:
+    """Tidy now what the sweeper would: holds past their deadline (of one event, or all),
+    oldest first, at most ``limit``. Returns how many changed. Holds another sweeper is
+    working on are skipped, not waited for; repeating finds nothing more to do.
+
+    Raises:
+        EventNotFound; InvalidRequest (``limit`` outside 1..1000).
+    """
+    _check_limit(limit)
+    query = select(Hold.id).where(_overdue()).order_by(Hold.expires_at).limit(limit)
+    if event_id is not None:
+        await _require_event(session, event_id)
+        query = query.where(Hold.event_id == event_id)
+    ids = (await session.scalars(query.with_for_update(skip_locked=True))).all()
+    tidied = 0
+    for hold_id in ids:
+        tidied += await holds.expire_hold(session, hold_id)
+    return tidied
+
+
+# --- stuck orders ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StuckOrder:
+    """A hold whose payment has not settled: in ``paying`` past its payment deadline, or with
+    a payment pending longer than the threshold. ``age_seconds`` counts from the payment's
+    start (from the deadline when no pending payment is left)."""
+
+    hold_id: uuid.UUID
+    payment_id: uuid.UUID | None
+    event_id: uuid.UUID
+    event_title: str
+    buyer: str
+    hold_state: HoldState
+    amount_minor: int
+    currency: str
+    provider: str | None
+    payment_state: str | None
+    deadline: dt.datetime
+    overdue: bool
+    age_seconds: int
+
+
+async def stuck_orders(
+    session: AsyncSession, *, older_than: dt.timedelta = STUCK_AFTER, limit: int = 100
+) -> list[StuckOrder]:
+    """Payments an operator should settle, oldest first.
+
+    Raises:
+        InvalidRequest: ``older_than`` is negative, or ``limit`` is outside 1..1000.
+    """
+    _check_limit(limit)
+    if older_than < dt.timedelta(0):
+        raise InvalidRequest("older_than cannot be negative.")
+    overdue = and_(Hold.state == HoldState.PAYING, Hold.expires_at <= func.now())
+    since = func.coalesce(Payment.created_at, Hold.expires_at)
+    rows = (
+        await session.execute(
+            select(
+                Hold.id,
+                Payment.id,
+                Hold.event_id,
+                Event.title,
+                func.coalesce(Fan.email, StaffKey.name),
+                Hold.state,
+                func.coalesce(Payment.amount_minor, Hold.total_minor),
+                func.coalesce(Payment.currency, Hold.currency),
+                Payment.provider,
+                Payment.state,
+                Hold.expires_at,
+                overdue,
+                func.greatest(func.extract("epoch", func.now() - since), 0),
+            )
+            .join(Event, Event.id == Hold.event_id)
+            .outerjoin(Fan, Fan.id == Hold.fan_id)
+            .outerjoin(StaffKey, StaffKey.id == Hold.staff_key_id)
+            # At most one pending payment per hold (a unique index): no duplicate rows.
+            .outerjoin(Payment, and_(Payment.hold_id == Hold.id, Payment.state == PaymentState.PENDING))
+            .where(or_(overdue, Payment.created_at <= func.now() - older_than))
+            .order_by(since, Hold.id)
+            .limit(limit)
+        )
+    ).all()
+    return [
+        StuckOrder(
+            hold_id=hid,
+            payment_id=pid,
+            event_id=eid,
+            event_title=title,
+            buyer=buyer or "",
+            hold_state=hold_state,
+            amount_minor=int(amount),
+            currency=currency,
+            provider=provider.value if provider is not None else None,
+            payment_state=payment_state.value if payment_state is not None else None,
+            deadline=deadline,
+            overdue=bool(late),
+            age_seconds=int(age),
+        )
+        for (
+            hid,
+            pid,
+            eid,
+            title,
+            buyer,
+            hold_state,
+            amount,
+            currency,
+            provider,
+            payment_state,
+            deadline,
+            late,
+            age,
+        ) in rows
+    ]
+
+
+async def _due_of_hold(session: AsyncSession, hold_id: uuid.UUID) -> payments.Due:
+    """The hold's pending payment, as reconciliation takes it.
+
+    Raises:
+        HoldNotFound, NothingToReconcile.
+    """
+    overdue = Hold.expires_at <= func.now()
+    abandoned = Hold.expires_at <= func.now() - payments.ABANDON_AFTER
+    row = (
+        await session.execute(
+            select(Payment.id, Payment.provider, Payment.provider_ref, overdue, abandoned)
+            .join(Hold, Hold.id == Payment.hold_id)
+            .where(Payment.hold_id == hold_id, Payment.state == PaymentState.PENDING)
+        )
+    ).first()
+    if row is not None:
+        payment_id, provider, ref, late, gone = row
+        return payments.Due(payment_id, hold_id, provider, ref, bool(late), bool(gone))
+    hold_state = await session.scalar(select(Hold.state).where(Hold.id == hold_id))
+    if hold_state is None:
+        raise HoldNotFound()
+    latest = await payments.payment_of_hold(session, hold_id)
+    if latest is None:
+        raise NothingToReconcile(f"The hold is {hold_state.value} and has no payment.")
+    raise NothingToReconcile(
+        f"The hold's payment is already {latest.state.value} (the hold is {hold_state.value})."
+    )
+
+
+async def reconcile_order(
+    sessions: async_sessionmaker[AsyncSession], gateways: Gateways, hold_id: uuid.UUID
+) -> payments.Settlement:
+    """Settle the hold's pending payment now by asking its provider, exactly as the
+    reconciliation job would, and return the settlement (which may still be ``pending``:
+    the provider does not know yet). Safe to repeat and to run beside the job.
+
+    Raises:
+        HoldNotFound; NothingToReconcile (no pending payment); PaymentProviderUnavailable
+        (its provider is not configured here); PaymentProviderUnreachable (the provider
+        failed to answer: the payment stays pending for the next round).
+    """
+    async with sessions() as session:
+        due = await _due_of_hold(session, hold_id)
+    gateway = gateways.get(due.provider)
+    try:
+        return await payments.reconcile(sessions, gateway, due)
+    except GatewayError as error:
+        await payments.postpone(sessions, payment_id=due.payment_id)
+        raise PaymentProviderUnreachable(
+            f"{due.provider.value} did not answer ({error}); the payment stays pending."
+        ) from None
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    hold_id: uuid.UUID
+    settlement: payments.Settlement | None
+    error: str | None = None
+
+
+async def reconcile_stuck(
+    sessions: async_sessionmaker[AsyncSession],
+    gateways: Gateways,
+    *,
+    older_than: dt.timedelta = STUCK_AFTER,
+    limit: int = 100,
+) -> list[Reconciled]:
+    """Reconcile every stuck order with a pending payment, oldest first. One that fails (its
+    provider is away or not configured) is reported and does not stop the others; database
+    errors propagate.
+
+    Raises:
+        InvalidRequest (bad ``older_than`` or ``limit``).
+    """
+    async with sessions() as session:
+        stuck = await stuck_orders(session, older_than=older_than, limit=limit)
+    done: list[Reconciled] = []
+    for item in stuck:
+        if item.payment_id is None:
+            continue
+        try:
+            settled = await reconcile_order(sessions, gateways, item.hold_id)
+        except (NothingToReconcile, HoldNotFound):
+            continue  # settled meanwhile by a webhook or the job
+        except BookingError as error:
+            done.append(Reconciled(item.hold_id, None, f"{type(error).__name__}: {error.detail}"))
+            continue
+        done.append(Reconciled(item.hold_id, settled))
+    return done
+
+
+# --- refunds -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StaffRefund:
+    """The order after its refund; ``refund_recorded`` is False for an order paid without a
+    provider (cash at the box office), whose money is handed back in person."""
+
+    order: orders.OrderView
+    refund_recorded: bool
+
+
+async def refund_order_by_staff(session: AsyncSession, order_id: uuid.UUID) -> StaffRefund:
+    """Refund a confirmed order whenever staff decide to (no cancellation cut-off): its seats
+    back on sale, its tickets revoked, and the refund of its payment recorded for the refund
+    job, all in the caller's transaction.
+
+    Raises:
+        OrderNotFound; OrderNotRefundable (already refunded or cancelled); InventoryBusy.
+    """
+    view = await orders.get_order(session, order_id, fan_id=None)
+    if view.state != OrderState.CONFIRMED:
+        raise OrderNotRefundable(f"The order is already {view.state}.")
+    async with busy_is_retryable():
+        if not await orders.refund_order(session, order_id=order_id):
+            # Refunded by someone else between the read and the row lock.
+            raise OrderNotRefundable("The order was refunded meanwhile.")
+    recorded = await payments.request_order_refund(session, order_id)
+    return StaffRefund(await orders.get_order(session, order_id, fan_id=None), recorded)
+
+
+# --- pausing a sale ----------------------------------------------------------------------
+
+# move -> (the one status it may start from, the status it ends in)
+SALE_MOVES: dict[str, tuple[EventStatus, EventStatus]] = {
+    "pause": (EventStatus.ON_SALE, EventStatus.PAUSED),
+    "resume": (EventStatus.PAUSED, EventStatus.ON_SALE),
+}
+
+
+@dataclass(frozen=True)
+class SaleChange:
+    event_id: uuid.UUID
+    title: str
+    previous: EventStatus
+    status: EventStatus
+
+
+async def _move_sale(session: AsyncSession, event_id: uuid.UUID, move: str) -> SaleChange:
+    source, target = SALE_MOVES[move]
+    # One guarded statement: of two operators pausing at once, exactly one changes the row
+    # (the other's WHERE no longer matches once the first commits).
+    async with busy_is_retryable():
+        row = (
+            await session.execute(
+                update(Event)
+                .where(Event.id == event_id, Event.status == source)
+                .values(status=target)
+                .returning(Event.title)
+            )
+        ).first()
+    if row is None:
+        status = await session.scalar(select(Event.status).where(Event.id == event_id))
+        if status is None:
+            raise EventNotFound(f"There is no event {event_id}.")
+        raise SaleStateConflict(f"Cannot {move} the sale of an event that is {status.value}.")
+    await emit(
+        session,
+        EVENT_CHANGED,
+        {"event_id": str(event_id), "status": target.value, "previous": source.value},
+        catalog_event_id=event_id,
+    )
+    return SaleChange(event_id, row[0], source, target)
+
+
+async def pause_sale(session: AsyncSession, event_id: uuid.UUID) -> SaleChange:
+    """Stop selling an event at once: no new hold is granted while it is paused (the claim
+    checks the status), while holds already made keep their seats and may still be paid.
+
+    Raises:
+        EventNotFound; SaleStateConflict (not on sale); InventoryBusy.
+    """
+    return await _move_sale(session, event_id, "pause")
+
+
+async def resume_sale(session: AsyncSession, event_id: uuid.UUID) -> SaleChange:
+    """Sell a paused event again (within its on-sale window).
+
+    Raises:
+        EventNotFound; SaleStateConflict (not paused); InventoryBusy.
+    """
+    return await _move_sale(session, event_id, "resume")
+
+
+# --- dashboard ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Amount:
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class EventDashboard:
+    """One event selling now or paused. ``available`` counts what a new hold could claim
+    (free, or held past its deadline), ``held`` what live holds keep; ``capacity`` leaves
+    out units withheld from sale. Rates are per minute over the last minute and the last five.
+    """
+
+    event_id: uuid.UUID
+    title: str
+    status: EventStatus
+    starts_at: dt.datetime
+    capacity: int
+    available: int
+    held: int
+    sold: int
+    holds_last_minute: int
+    holds_per_minute_5m: float
+    orders_last_minute: int
+    orders_per_minute_5m: float
+    revenue: tuple[Amount, ...]
+    expiring_soon: int
+    stuck_paying: int
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    at: dt.datetime
+    events: tuple[EventDashboard, ...]
+    # Over the events shown: holds within a minute of running out, and holds in ``paying``
+    # past their payment deadline.
+    expiring_soon: int
+    stuck_paying: int
+
+
+def _per_minute(count: int, minutes: int) -> float:
+    return round(count / minutes, 1)
+
+
+async def dashboard(session: AsyncSession) -> Dashboard:
+    """The live picture of every event on sale or paused that has not ended, in five
+    grouped statements whatever the number of events, all read at one database instant."""
+    now = await session.scalar(select(func.now()))
+    assert now is not None
+    units = (
+        await session.execute(
+            select(
+                Event.id,
+                Event.title,
+                Event.status,
+                Event.starts_at,
+                func.count(InventoryUnit.id).filter(InventoryUnit.state != UnitState.BLOCKED),
+                func.count(InventoryUnit.id).filter(claimable()),
+                func.count(InventoryUnit.id).filter(
+                    InventoryUnit.state == UnitState.HELD, InventoryUnit.held_until >= func.now()
+                ),
+                func.count(InventoryUnit.id).filter(InventoryUnit.state == UnitState.SOLD),
+            )
+            .outerjoin(InventoryUnit, InventoryUnit.event_id == Event.id)
+            .where(Event.status.in_([EventStatus.ON_SALE, EventStatus.PAUSED]), Event.ends_at > func.now())
+            .group_by(Event.id)
+            .order_by(Event.starts_at, Event.id)
+        )
+    ).all()
+    ids = [row[0] for row in units]
+    if not ids:
+        return Dashboard(at=now, events=(), expiring_soon=0, stuck_paying=0)
+    minute, five = func.now() - dt.timedelta(minutes=1), func.now() - dt.timedelta(minutes=5)
+    hold_counts = {
+        row[0]: row[1:]
+        for row in await session.execute(
+            select(
+                Hold.event_id,
+                func.count().filter(Hold.created_at > minute),
+                func.count().filter(Hold.created_at > five),
+                func.count().filter(
+                    Hold.state.in_(list(EXPIRES)),
+                    Hold.expires_at > func.now(),
+                    Hold.expires_at <= func.now() + EXPIRING_SOON,
+                ),
+                func.count().filter(Hold.state == HoldState.PAYING, Hold.expires_at <= func.now()),
+            )
+            .where(
+                Hold.event_id.in_(ids),
+                or_(Hold.created_at > five, Hold.state.in_(list(LIVE_STATES))),
+            )
+            .group_by(Hold.event_id)
+        )
+    }
+    order_counts = {
+        row[0]: row[1:]
+        for row in await session.execute(
+            select(
+                Order.event_id,
+                func.count().filter(Order.created_at > minute),
+                func.count(),
+            )
+            .where(Order.event_id.in_(ids), Order.created_at > five)
+            .group_by(Order.event_id)
+        )
+    }
+    revenue: dict[uuid.UUID, list[Amount]] = {}
+    for event_id, currency, total in await session.execute(
+        select(Order.event_id, OrderItem.currency, func.sum(OrderItem.price_minor))
+        .join(Order, Order.id == OrderItem.order_id)
+        .where(Order.event_id.in_(ids), OrderItem.state == OrderItemState.ACTIVE)
+        .group_by(Order.event_id, OrderItem.currency)
+        .order_by(Order.event_id, OrderItem.currency)
+    ):
+        revenue.setdefault(event_id, []).append(Amount(int(total), currency))
+    events: list[EventDashboard] = []
+    for event_id, title, status, starts_at, capacity, available, held, sold in units:
+        holds_1m, holds_5m, expiring, stuck = hold_counts.get(event_id, (0, 0, 0, 0))
+        orders_1m, orders_5m = order_counts.get(event_id, (0, 0))
+        events.append(
+            EventDashboard(
+                event_id=event_id,
+                title=title,
+                status=status,
+                starts_at=starts_at,
+                capacity=capacity,
+                available=available,
+                held=held,
+                sold=sold,
+                holds_last_minute=holds_1m,
+                holds_per_minute_5m=_per_minute(holds_5m, 5),
+                orders_last_minute=orders_1m,
+                orders_per_minute_5m=_per_minute(orders_5m, 5),
+                revenue=tuple(revenue.get(event_id, ())),
+                expiring_soon=expiring,
+                stuck_paying=stuck,
+            )
+        )
+    return Dashboard(
+        at=now,
+        events=tuple(events),
+        expiring_soon=sum(e.expiring_soon for e in events),
+        stuck_paying=sum(e.stuck_paying for e in events),
+    )

@@ -1,0 +1,531 @@
+"""On-call commands: `boxoffice holds`, `boxoffice orders`, `boxoffice sale`.
+
+Each calls the same ``booking.ops.service`` verb as the staff API, renders a table for people
+or JSON for scripts (``--json``), asks before destructive acts (``--yes`` for scripts), and
+writes an audit row for every change it makes or is refused (actor: the person at this
+terminal). Exit codes are those of ``console/cli_common.py``: 3 when there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from booking.errors import BookingError
+from booking.holds.service import HoldView
+from booking.money import money
+from booking.ops import audit
+from booking.ops import service as ops
+from booking.ops.models import Outcome
+from booking.payments.registry import Gateways
+from booking.settings import Settings
+from console.cli_common import (
+    FAILED,
+    USAGE,
+    JsonOption,
+    YesOption,
+    confirm,
+    fail,
+    nothing,
+    out,
+    print_json,
+    settings_of,
+    show,
+    with_session,
+)
+
+holds_app = typer.Typer(help="Find and release holds.", no_args_is_help=True)
+orders_app = typer.Typer(help="Stuck payments and refunds.", no_args_is_help=True)
+sale_app = typer.Typer(help="Pause and resume an event's sale.", no_args_is_help=True)
+
+T = TypeVar("T")
+EventOption = Annotated[str | None, typer.Option("--event", "-e", help="Event id or slug.")]
+LimitOption = Annotated[int, typer.Option(min=1, max=ops.MAX_LIST, help="At most this many.")]
+
+
+def _describe(error: BookingError) -> str:
+    return error.title if error.detail == error.title else f"{error.title}: {error.detail}"
+
+
+def _run(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], subject: str = "") -> T:
+    """``work`` in one session; a refusal by the system is one line and exit 1."""
+    try:
+        return with_session(settings, work)
+    except BookingError as error:
+        fail(f"{subject}: {_describe(error)}" if subject else _describe(error))
+
+
+async def _audited(
+    session: AsyncSession,
+    work: Callable[[AsyncSession], Awaitable[T]],
+    *,
+    action: str,
+    target_type: str,
+    target_id: str,
+    details: Callable[[T], dict[str, Any]],
+) -> T:
+    """Do ``work`` and commit it with its audit row; when the system refuses it, roll the
+    work back and commit a ``failed`` row naming why, then re-raise."""
+    actor = audit.Actor.cli()
+    try:
+        result = await work(session)
+    except BookingError as error:
+        await session.rollback()
+        await audit.record(
+            session,
+            actor=actor,
+            action=action,
+            outcome=Outcome.FAILED,
+            target_type=target_type,
+            target_id=target_id,
+            details={"problem": error.code, "detail": error.detail},
+        )
+        await session.commit()
+        raise
+    facts = details(result)
+    await audit.record(
+        session,
+        actor=actor,
+        action=action,
+        outcome=Outcome.OK,
+        target_type=target_type,
+        target_id=str(facts.pop("target_id", target_id)),
+        details=facts,
+    )
+    await session.commit()
+    return result
+
+
+def _with_gateways(
+    settings: Settings, work: Callable[[async_sessionmaker[AsyncSession], Gateways], Awaitable[T]]
+) -> T:
+    """``work`` with a session factory and the configured payment providers, built as the
+    payment jobs build them. The provider is called between transactions, so ``work`` opens
+    its own sessions; the one ``with_session`` hands out only lends its engine."""
+
+    async def run(session: AsyncSession) -> T:
+        engine = session.bind
+        assert isinstance(engine, AsyncEngine)
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        gateways = Gateways(settings, sessions)
+        try:
+            return await work(sessions, gateways)
+        finally:
+            await gateways.aclose()
+
+    return with_session(settings, run)
+
+
+def _listing(
+    rows: Sequence[Any],
+    display: Callable[[Any], dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    *,
+    as_json: bool,
+    title: str,
+    empty: str,
+) -> None:
+    """Rows as ``{"items": [...]}`` (every field) or a table of ``display`` values; exit 3 when
+    there are none."""
+    if not rows:
+        nothing(empty, as_json, {"items": []})
+    if as_json:
+        show(rows, columns, as_json=True, title=title, empty=empty)
+    else:
+        show([display(row) for row in rows], columns, as_json=False, title=title, empty=empty)
+
+
+def _when(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# --- holds -------------------------------------------------------------------------------
+
+
+def _hold_display(row: ops.HoldRow) -> dict[str, Any]:
+    if row.seconds_left is None:
+        left = ""
+    elif row.overdue:
+        left = "overdue"
+    else:
+        left = f"{row.seconds_left} s"
+    return {
+        "hold": str(row.hold_id),
+        "event": row.event_title,
+        "owner": row.owner if row.owner_kind == "fan" else f"{row.owner} (staff)",
+        "state": row.state.value,
+        "tickets": row.quantity,
+        "total": money(row.total_minor, row.currency),
+        "expires": _when(row.expires_at),
+        "left": left,
+    }
+
+
+@holds_app.command("list")
+def holds_list(
+    ctx: typer.Context,
+    event: EventOption = None,
+    expired: Annotated[
+        bool, typer.Option("--expired", help="Only holds live but past their deadline.")
+    ] = False,
+    fan: Annotated[str | None, typer.Option("--fan", help="The fan's email, any case.")] = None,
+    limit: LimitOption = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """Holds, newest first. Exit 3 when none match."""
+
+    async def work(session: AsyncSession) -> list[ops.HoldRow]:
+        event_id = await ops.resolve_event(session, event) if event is not None else None
+        return await ops.find_holds(
+            session, event_id=event_id, fan_email=fan, expired_only=expired, limit=limit
+        )
+
+    rows = _run(settings_of(ctx), work)
+    _listing(
+        rows,
+        _hold_display,
+        [
+            ("hold", "Hold"),
+            ("event", "Event"),
+            ("owner", "Owner"),
+            ("state", "State"),
+            ("tickets", "Tickets"),
+            ("total", "Total"),
+            ("expires", "Expires"),
+            ("left", "Left"),
+        ],
+        as_json=as_json,
+        title="Holds",
+        empty="No holds match.",
+    )
+
+
+@holds_app.command("release")
+def holds_release(
+    ctx: typer.Context,
+    hold_id: Annotated[
+        uuid.UUID | None, typer.Argument(metavar="HOLD_ID", help="The hold to release.")
+    ] = None,
+    event: EventOption = None,
+    expired: Annotated[
+        bool, typer.Option("--expired", help="Release every hold past its deadline (of --event).")
+    ] = False,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Release one hold (HOLD_ID), or every expired hold (--expired, of --event or of all
+    events). Exit 3 when no hold has expired."""
+    settings = settings_of(ctx)
+    if hold_id is not None and (event is not None or expired):
+        fail("give a HOLD_ID, or --expired (with --event), not both", code=USAGE)
+    if hold_id is None and not expired:
+        fail("give a HOLD_ID to release, or --expired to release expired holds", code=USAGE)
+    if hold_id is not None:
+        _release_one(settings, hold_id, yes=yes, as_json=as_json)
+    else:
+        _release_expired(settings, event, yes=yes, as_json=as_json)
+
+
+def _release_one(settings: Settings, hold_id: uuid.UUID, *, yes: bool, as_json: bool) -> None:
+    confirm(f"Release hold {hold_id}? Its tickets go back on sale at once", yes)
+
+    async def work(session: AsyncSession) -> HoldView:
+        return await _audited(
+            session,
+            lambda s: ops.release_hold_by_staff(s, hold_id),
+            action="hold.release",
+            target_type="hold",
+            target_id=str(hold_id),
+            details=lambda view: {"event_id": str(view.event_id), "quantity": view.quantity},
+        )
+
+    view = _run(settings, work, f"hold {hold_id}")
+    if as_json:
+        print_json(view)
+    else:
+        out.print(f"released hold {hold_id}: {view.quantity} ticket(s) back on sale", highlight=False)
+
+
+def _release_expired(settings: Settings, event: str | None, *, yes: bool, as_json: bool) -> None:
+    async def count(session: AsyncSession) -> tuple[uuid.UUID | None, int]:
+        event_id = await ops.resolve_event(session, event) if event is not None else None
+        found = await ops.find_holds(session, event_id=event_id, expired_only=True, limit=ops.MAX_LIST)
+        return event_id, len(found)
+
+    event_id, expired = _run(settings, count, f"event {event}" if event else "")
+    where = f"of event {event}" if event else "across all events"
+    if expired == 0:
+        nothing(f"No expired holds {where}; nothing to do.", as_json, {"event_id": event_id, "released": 0})
+    confirm(f"Release {expired} expired hold(s) {where}", yes)
+
+    async def work(session: AsyncSession) -> int:
+        return await _audited(
+            session,
+            lambda s: ops.release_expired(s, event_id),
+            action="hold.release_expired",
+            target_type="event",
+            target_id=str(event_id) if event_id else "",
+            details=lambda released: {"released": released},
+        )
+
+    released = _run(settings, work)
+    payload = {"event_id": event_id, "released": released}
+    if released == 0:
+        # Tidied meanwhile by the sweeper.
+        nothing(f"No expired holds {where} were left to release.", as_json, payload)
+    if as_json:
+        print_json(payload)
+    else:
+        out.print(f"released {released} expired hold(s) {where}", highlight=False)
+
+
+# --- orders ------------------------------------------------------------------------------
+
+
+def _stuck_display(row: ops.StuckOrder) -> dict[str, Any]:
+    return {
+        "hold": str(row.hold_id),
+        "event": row.event_title,
+        "buyer": row.buyer,
+        "amount": money(row.amount_minor, row.currency),
+        "provider": row.provider or "",
+        "payment": row.payment_state or "none",
+        "age": f"{row.age_seconds // 60} min" if row.age_seconds >= 60 else f"{row.age_seconds} s",
+        "overdue": "yes" if row.overdue else "",
+    }
+
+
+@orders_app.command("stuck")
+def orders_stuck(
+    ctx: typer.Context,
+    older_than: Annotated[int, typer.Option(min=0, help="Seconds a payment must have been pending.")] = int(
+        ops.STUCK_AFTER.total_seconds()
+    ),
+    limit: LimitOption = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """Payments that have not settled: holds in paying past their deadline, and payments
+    pending for a while. Exit 3 when there are none."""
+
+    async def work(session: AsyncSession) -> list[ops.StuckOrder]:
+        return await ops.stuck_orders(session, older_than=dt.timedelta(seconds=older_than), limit=limit)
+
+    _listing(
+        _run(settings_of(ctx), work),
+        _stuck_display,
+        [
+            ("hold", "Hold"),
+            ("event", "Event"),
+            ("buyer", "Buyer"),
+            ("amount", "Amount"),
+            ("provider", "Provider"),
+            ("payment", "Payment"),
+            ("age", "Age"),
+            ("overdue", "Overdue"),
+        ],
+        as_json=as_json,
+        title="Stuck orders",
+        empty="No stuck orders.",
+    )
+
+
+async def _record_settlement(
+    sessions: async_sessionmaker[AsyncSession], hold_id: uuid.UUID, reconciled: ops.Reconciled
+) -> None:
+    # The settlement committed in its own transaction (the provider is asked between
+    # transactions), so its audit row follows it in another.
+    settled = reconciled.settlement
+    async with sessions() as session:
+        await audit.record(
+            session,
+            actor=audit.Actor.cli(),
+            action="order.reconcile",
+            outcome=Outcome.OK if settled is not None else Outcome.FAILED,
+            target_type="hold",
+            target_id=str(hold_id),
+            details=(
+                {
+                    "payment_id": str(settled.payment_id),
+                    "result": settled.result.value,
+                    "order_id": str(settled.order_id) if settled.order_id else None,
+                }
+                if settled is not None
+                else {"detail": reconciled.error}
+            ),
+        )
+        await session.commit()
+
+
+def _settlement_line(reconciled: ops.Reconciled) -> str:
+    settled = reconciled.settlement
+    if settled is None:
+        return f"hold {reconciled.hold_id}: not settled ({reconciled.error})"
+    order = f", order {settled.order_id}" if settled.order_id else ""
+    return f"hold {reconciled.hold_id}: {settled.result.value}{order}"
+
+
+@orders_app.command("reconcile")
+def orders_reconcile(
+    ctx: typer.Context,
+    hold_id: Annotated[
+        uuid.UUID | None,
+        typer.Argument(metavar="HOLD_ID", help="The stuck order's hold id (as `orders stuck` lists it)."),
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every stuck order with a pending payment.")] = False,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask the payment provider about a stuck order (or --all of them) and settle what it
+    says. Exit 3 when nothing is stuck."""
+    settings = settings_of(ctx)
+    if (hold_id is None) == (not every):
+        fail("give the HOLD_ID of one stuck order, or --all", code=USAGE)
+    if hold_id is not None:
+        _reconcile_one(settings, hold_id, as_json=as_json)
+    else:
+        _reconcile_all(settings, yes=yes, as_json=as_json)
+
+
+def _reconcile_one(settings: Settings, hold_id: uuid.UUID, *, as_json: bool) -> None:
+    async def work(sessions: async_sessionmaker[AsyncSession], gateways: Gateways) -> ops.Reconciled:
+        try:
+            settled = await ops.reconcile_order(sessions, gateways, hold_id)
+        except BookingError as error:
+            failure = ops.Reconciled(hold_id, None, f"{error.code}: {error.detail}")
+            await _record_settlement(sessions, hold_id, failure)
+            raise
+        reconciled = ops.Reconciled(hold_id, settled)
+        await _record_settlement(sessions, hold_id, reconciled)
+        return reconciled
+
+    try:
+        reconciled = _with_gateways(settings, work)
+    except BookingError as error:
+        fail(f"hold {hold_id}: {_describe(error)}")
+    if as_json:
+        print_json(reconciled.settlement)
+    else:
+        out.print(_settlement_line(reconciled), highlight=False)
+
+
+def _reconcile_all(settings: Settings, *, yes: bool, as_json: bool) -> None:
+    async def pending(session: AsyncSession) -> int:
+        return sum(row.payment_id is not None for row in await ops.stuck_orders(session))
+
+    waiting = _run(settings, pending)
+    if waiting == 0:
+        nothing("No stuck orders with a pending payment; nothing to do.", as_json, {"items": []})
+    confirm(f"Settle {waiting} stuck order(s) with their payment providers", yes)
+
+    async def work(sessions: async_sessionmaker[AsyncSession], gateways: Gateways) -> list[ops.Reconciled]:
+        done = await ops.reconcile_stuck(sessions, gateways)
+        for reconciled in done:
+            await _record_settlement(sessions, reconciled.hold_id, reconciled)
+        return done
+
+    done = _with_gateways(settings, work)
+    if as_json:
+        print_json({"items": done})
+    else:
+        for reconciled in done:
+            out.print(_settlement_line(reconciled), highlight=False)
+    if not done:
+        raise typer.Exit(3)
+    if any(r.settlement is None for r in done):
+        raise typer.Exit(FAILED)
+
+
+@orders_app.command("refund")
+def orders_refund(
+    ctx: typer.Context,
+    order_id: Annotated[uuid.UUID, typer.Argument(metavar="ORDER_ID", help="The order to refund.")],
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Refund a confirmed order: seats back on sale, tickets revoked, the payment refunded
+    (no cancellation cut-off applies to staff)."""
+    settings = settings_of(ctx)
+    confirm(f"Refund order {order_id}? Its tickets stop working at once", yes)
+
+    async def work(session: AsyncSession) -> ops.StaffRefund:
+        return await _audited(
+            session,
+            lambda s: ops.refund_order_by_staff(s, order_id),
+            action="order.refund",
+            target_type="order",
+            target_id=str(order_id),
+            details=lambda done: {
+                "amount_minor": done.order.total_minor,
+                "currency": done.order.currency,
+                "refund_recorded": done.refund_recorded,
+            },
+        )
+
+    refunded = _run(settings, work, f"order {order_id}")
+    if as_json:
+        print_json(refunded)
+        return
+    amount = money(refunded.order.total_minor, refunded.order.currency)
+    how = (
+        "refund recorded with the provider"
+        if refunded.refund_recorded
+        else "paid without a provider: hand it back"
+    )
+    out.print(f"refunded order {order_id}: {amount} ({how})", highlight=False)
+
+
+# --- sale --------------------------------------------------------------------------------
+
+
+def _move_sale(settings: Settings, ref: str, verb: str, as_json: bool) -> None:
+    move = ops.pause_sale if verb == "pause" else ops.resume_sale
+
+    async def act(session: AsyncSession) -> ops.SaleChange:
+        return await move(session, await ops.resolve_event(session, ref))
+
+    async def work(session: AsyncSession) -> ops.SaleChange:
+        return await _audited(
+            session,
+            act,
+            action=f"sale.{verb}",
+            target_type="event",
+            target_id=ref,
+            details=lambda change: {
+                "target_id": str(change.event_id),
+                "previous": change.previous.value,
+                "status": change.status.value,
+            },
+        )
+
+    change = _run(settings, work, f"event {ref}")
+    if as_json:
+        print_json(change)
+    else:
+        out.print(f"{change.title} ({change.event_id}): {change.previous.value} → {change.status.value}")
+
+
+@sale_app.command("pause")
+def sale_pause(
+    ctx: typer.Context,
+    event: Annotated[str, typer.Argument(metavar="EVENT", help="Event id or slug.")],
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop selling an event at once; holds already made may still be paid."""
+    confirm(f"Pause the sale of {event}? No fan can hold tickets until it is resumed", yes)
+    _move_sale(settings_of(ctx), event, "pause", as_json)
+
+
+@sale_app.command("resume")
+def sale_resume(
+    ctx: typer.Context,
+    event: Annotated[str, typer.Argument(metavar="EVENT", help="Event id or slug.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Sell a paused event again."""
+    _move_sale(settings_of(ctx), event, "resume", as_json)
