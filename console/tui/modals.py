@@ -1,0 +1,119 @@
+"""Dialogs: confirmation of destructive acts, and what a till asks for at payment."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from console.tui.format import money
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """Yes or no. Enter or y confirms; Escape or n refuses."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="question")
+            with Horizontal(classes="buttons"):
+                yield Button("Yes", id="yes", variant="error")
+                yield Button("No", id="no", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+def parse_amount(text: str, currency_places: int = 2) -> int | None:
+    """``"50"`` or ``"50.00"`` → 5000 minor units; None when it is not an amount."""
+    try:
+        value = Decimal(text.strip().replace(",", ""))
+    except InvalidOperation:
+        return None
+    if value < 0 or value != value.quantize(Decimal(1).scaleb(-currency_places)):
+        return None
+    return int(value.scaleb(currency_places))
+
+
+class AskModal(ModalScreen[str | None]):
+    """One line of input; Escape cancels (None)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, question: str, placeholder: str = "") -> None:
+        super().__init__()
+        self.question = question
+        self.placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="question")
+            yield Input(placeholder=self.placeholder, id="answer")
+            yield Static(id="hint", classes="hint")
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Input.Submitted)
+    def submitted(self, event: Input.Submitted) -> None:
+        if event.value.strip():
+            self.dismiss(event.value.strip())
+
+
+class CashModal(ModalScreen[int | None]):
+    """Cash tendered, in the sale's currency; shows the change due as it is typed, and only
+    accepts an amount that covers the total."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, total_minor: int, currency: str) -> None:
+        super().__init__()
+        self.total_minor = total_minor
+        self.currency = currency
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"Total {money(self.total_minor, self.currency)}. Cash tendered:", classes="question")
+            yield Input(placeholder="e.g. 100 or 100.00", id="tendered")
+            yield Static(id="change", classes="hint")
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Input.Changed)
+    def changed(self, event: Input.Changed) -> None:
+        tendered = parse_amount(event.value)
+        hint = self.query_one("#change", Static)
+        if tendered is None:
+            hint.update("Type an amount.")
+        elif tendered < self.total_minor:
+            hint.update(f"Short by {money(self.total_minor - tendered, self.currency)}.")
+        else:
+            hint.update(f"Change due {money(tendered - self.total_minor, self.currency)}.")
+
+    @on(Input.Submitted)
+    def submitted(self, event: Input.Submitted) -> None:
+        tendered = parse_amount(event.value)
+        if tendered is not None and tendered >= self.total_minor:
+            self.dismiss(tendered)
