@@ -10,8 +10,13 @@ _ZERO_DECIMAL = frozenset(
 _THREE_DECIMAL = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
 
 
+def minor_places(currency: str) -> int:
+    """How many decimal places the currency's minor unit has (2 for EUR, 0 for JPY)."""
+    code = currency.upper()
+    return 0 if code in _ZERO_DECIMAL else 3 if code in _THREE_DECIMAL else 2
+
+
 def money(amount_minor: int, currency: str) -> str:
     """``1250, "EUR"`` → ``12.50 EUR``; ``1250, "JPY"`` → ``1250 JPY``."""
-    code = currency.upper()
-    places = 0 if code in _ZERO_DECIMAL else 3 if code in _THREE_DECIMAL else 2
-    return f"{amount_minor / 10**places:.{places}f} {code}"
+    places = minor_places(currency)
+    return f"{amount_minor / 10**places:.{places}f} {currency.upper()}"

@@ -303,9 +303,9 @@ def _stuck_display(row: ops.StuckOrder) -> dict[str, Any]:
 @orders_app.command("stuck")
 def orders_stuck(
     ctx: typer.Context,
-    older_than: Annotated[int, typer.Option(min=0, help="Seconds a payment must have been pending.")] = int(
-        ops.STUCK_AFTER.total_seconds()
-    ),
+    older_than: Annotated[
+        int, typer.Option(min=0, max=7 * 86400, help="Seconds a payment must have been pending.")
+    ] = int(ops.STUCK_AFTER.total_seconds()),
     limit: LimitOption = 100,
     as_json: JsonOption = False,
 ) -> None:
@@ -474,7 +474,7 @@ def orders_refund(
     how = (
         "refund recorded with the provider"
         if refunded.refund_recorded
-        else "paid without a provider: hand it back"
+        else "paid at a till: hand it back in person"
     )
     out.print(f"refunded order {order_id}: {amount} ({how})", highlight=False)
 

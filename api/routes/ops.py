@@ -117,7 +117,7 @@ class SettlementOut(msgspec.Struct, frozen=True):
 
 class StaffRefundOut(msgspec.Struct, frozen=True):
     order: OrderOut
-    # False for an order paid without a provider (cash): hand the money back in person.
+    # False for an order paid at a till (cash or card terminal): hand the money back in person.
     refund_recorded: bool
 
 
@@ -226,7 +226,8 @@ class OpsController(Controller):
         "/holds",
         summary="Find holds, newest first",
         description="Anyone's holds. `expired=true` keeps those live but past their deadline.",
-        opt={"roles": WATCHERS},
+        # Fans' emails and other tills' sales: on-call work, not the box office's.
+        opt={"roles": ON_CALL},
     )
     async def list_holds(
         self,
@@ -264,7 +265,8 @@ class OpsController(Controller):
             "Its tickets go back on sale at once. A hold being paid for is refused (settle its "
             "payment first); one already released or expired answers 409 `hold-already-ended`."
         ),
-        opt={"roles": WATCHERS, "audit": "hold.release", "audit_target": "hold"},
+        # A till releases its own sales through /staff/sales; anyone's hold is on-call work.
+        opt={"roles": ON_CALL, "audit": "hold.release", "audit_target": "hold"},
     )
     async def release(
         self,

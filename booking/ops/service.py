@@ -441,8 +441,8 @@ async def reconcile_stuck(
 
 @dataclass(frozen=True)
 class StaffRefund:
-    """The order after its refund; ``refund_recorded`` is False for an order paid without a
-    provider (cash at the box office), whose money is handed back in person."""
+    """The order after its refund; ``refund_recorded`` is False for an order paid at a till
+    (cash or card terminal), whose money is handed back in person."""
 
     order: orders.OrderView
     refund_recorded: bool

@@ -306,14 +306,13 @@ def _settlement_of(payment: Payment) -> Settlement:
     )
 
 
-# Taken at a till: the money goes back the way it came, by the staff member who records the
-# refund (cash from the drawer, or a reversal on the card terminal). No provider is asked, so
-# the refund is done when it is recorded; left pending, no job could ever finish it.
-_REFUNDED_AT_THE_TILL = frozenset({PaymentProvider.CASH, PaymentProvider.CARD_PRESENT})
+# Taken at a till: the money goes back in person (cash from the drawer, or a reversal on the
+# card terminal), not through a provider, so no refund row is left for the refund job, which
+# could never finish it.
+_REFUNDED_IN_PERSON = frozenset({PaymentProvider.CASH, PaymentProvider.CARD_PRESENT})
 
 
 async def _record_refund(session: AsyncSession, payment: Payment, key: str, *, reason: str) -> None:
-    at_till = payment.provider in _REFUNDED_AT_THE_TILL
     await session.execute(
         pg_insert(Refund)
         .values(
@@ -322,7 +321,6 @@ async def _record_refund(session: AsyncSession, payment: Payment, key: str, *, r
             amount_minor=payment.amount_minor,
             currency=payment.currency,
             reason=reason,
-            state=RefundState.SUCCEEDED if at_till else RefundState.PENDING,
         )
         .on_conflict_do_nothing(index_elements=["payment_id", "idempotency_key"])
     )
@@ -330,8 +328,8 @@ async def _record_refund(session: AsyncSession, payment: Payment, key: str, *, r
 
 async def request_order_refund(session: AsyncSession, order_id: uuid.UUID) -> bool:
     """Record the refund of an order's payment (after ``refund_order`` returned its seats).
-    A payment taken at a till is refunded there, so its refund is recorded as done; others
-    are made by the refund job. Returns False when the order has no succeeded payment.
+    The refund job makes it with the provider. Returns False when there is nothing for it to
+    do: no succeeded payment, or one taken at a till, whose money is handed back in person.
 
     Raises:
         OrderNotFound.
@@ -341,7 +339,7 @@ async def request_order_refund(session: AsyncSession, order_id: uuid.UUID) -> bo
     payment = await session.scalar(
         select(Payment).where(Payment.order_id == order_id, Payment.state == PaymentState.SUCCEEDED)
     )
-    if payment is None:
+    if payment is None or payment.provider in _REFUNDED_IN_PERSON:
         return False
     await _record_refund(session, payment, refund_key("order", order_id), reason="The order was cancelled.")
     return True

@@ -57,4 +57,6 @@ class ConsoleApp(App[None]):
             self.open_sales.discard(sale_id)
 
     async def on_unmount(self) -> None:
+        # However the console ends (q, Ctrl-C, a crash), an unpaid sale is let go.
+        await self.release_open_sales()
         await self.client.aclose()

@@ -68,7 +68,7 @@ class ConsoleScreen(Screen[None]):
     def refresh_now(self) -> None:
         self._poll()
 
-    @work(exclusive=True, group="poll")
+    @work(exclusive=True, group="poll", exit_on_error=False)
     async def _poll(self) -> None:
         banner = self.query_one(Banner)
         try:

@@ -8,6 +8,7 @@ sale not paid is released: by x, on leaving the event, or when the console close
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any, ClassVar
@@ -97,6 +98,7 @@ class BoxOfficeScreen(ConsoleScreen):
         # Reused until an answer arrives, so pressing s again after a lost answer gets the
         # same sale back instead of a second hold.
         self._hold_key: str | None = None
+        self._starting = False
 
     def body(self) -> ComposeResult:
         with Vertical(id="box-office"):
@@ -122,7 +124,7 @@ class BoxOfficeScreen(ConsoleScreen):
         self.query_one("#ga").display = False
         self.query_one("#event-list", DataTable).focus()
 
-    @work(exclusive=True, group="events")
+    @work(exclusive=True, group="events", exit_on_error=False)
     async def _load_events(self) -> None:
         try:
             listed = await self.client.get("/staff/events", limit=100)
@@ -276,16 +278,31 @@ class BoxOfficeScreen(ConsoleScreen):
         def chosen(answer: str | None) -> None:
             if answer is None:
                 return
-            if not answer.isdigit() or not 1 <= int(answer) <= 100:
+            quantity = int(answer) if answer.isascii() and answer.isdigit() else 0
+            if not 1 <= quantity <= 100:
                 self.tell("A quantity is a whole number from 1 to 100.", error=True)
                 return
             assert self.event is not None
-            self._start_sale({"event_id": self.event["id"], "tier_id": tier_id, "quantity": int(answer)})
+            self._start_sale({"event_id": self.event["id"], "tier_id": tier_id, "quantity": quantity})
 
         self.app.push_screen(AskModal(f"How many for {name}?", "e.g. 2"), chosen)
 
-    @work(exclusive=True, group="sale")
-    async def _start_sale(self, body: dict[str, Any]) -> None:
+    def _start_sale(self, body: dict[str, Any]) -> None:
+        # One hold request at a time: cancelling one in flight could leave a hold on the
+        # server that this till never heard of (and so would never release).
+        if self._starting:
+            return
+        self._starting = True
+        self._request_sale(body)
+
+    @work(group="sale", exit_on_error=False)
+    async def _request_sale(self, body: dict[str, Any]) -> None:
+        try:
+            await self._hold(body)
+        finally:
+            self._starting = False
+
+    async def _hold(self, body: dict[str, Any]) -> None:
         self._hold_key = self._hold_key or uuid.uuid4().hex
         try:
             sale = await self.client.post("/staff/sales", body, idempotency_key=self._hold_key)
@@ -293,7 +310,8 @@ class BoxOfficeScreen(ConsoleScreen):
             self.tell(f"Not held: {error}. Press s again to retry.", error=True)
             return
         except ApiProblem as problem:
-            self._hold_key = None
+            if problem.code != "idempotency-key-in-progress":
+                self._hold_key = None  # keep it while the first request may still land
             self.tell(f"{problem.title}: {problem.detail}", error=True)
             self.refresh_now()
             return
@@ -326,7 +344,7 @@ class BoxOfficeScreen(ConsoleScreen):
             AskModal("Card terminal reference:", "as printed on the terminal slip"), referenced
         )
 
-    @work(exclusive=True, group="sale")
+    @work(exclusive=True, group="sale", exit_on_error=False)
     async def _pay(self, body: dict[str, Any]) -> None:
         assert self.sale is not None
         sale_id = str(self.sale["id"])
@@ -345,22 +363,29 @@ class BoxOfficeScreen(ConsoleScreen):
             return
         self.sale = None
         self.console.open_sales.discard(sale_id)
-        tickets = await self._save_tickets(paid["ticket_ids"])
         change = paid.get("change_due")
         summary = f"Order {paid['order']['id']} confirmed."
         if change is not None:
             summary += f" Change due: {money(change['amount_minor'], change['currency'])}."
+        try:
+            tickets = await self._save_tickets(paid["ticket_ids"])
+        except (Unreachable, ApiProblem, OSError) as error:
+            # Paid and confirmed: only the printing failed. Say so; never lose the order.
+            self.tell(f"{summary} The tickets could not be fetched or saved ({error}).", error=True)
+            tickets = []
         self.app.push_screen(TicketsModal(summary, tickets))
         self.refresh_now()
 
     async def _save_tickets(self, ticket_ids: list[str]) -> list[tuple[str, str, Path]]:
         folder = self.console.tickets_dir
-        folder.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         saved = []
         for ticket_id in ticket_ids:
             ticket = await self.client.get(f"/staff/tickets/{ticket_id}")
             pdf = folder / f"ticket-{ticket_id}.pdf"
-            pdf.write_bytes(await self.client.get_bytes(f"/staff/tickets/{ticket_id}/ticket.pdf"))
+            await asyncio.to_thread(
+                pdf.write_bytes, await self.client.get_bytes(f"/staff/tickets/{ticket_id}/ticket.pdf")
+            )
             saved.append((str(ticket["seat"]), str(ticket["token"]), pdf))
         return saved
 
@@ -379,7 +404,7 @@ class BoxOfficeScreen(ConsoleScreen):
 
         self.app.push_screen(ConfirmModal("Abandon this sale and put its seats back on sale?"), confirmed)
 
-    @work(exclusive=True, group="sale")
+    @work(exclusive=True, group="sale", exit_on_error=False)
     async def _abandon(self, then_back: bool = False) -> None:
         if self.sale is None:
             return

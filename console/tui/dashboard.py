@@ -9,6 +9,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from console.tui.base import ConsoleScreen
+from console.tui.client import ApiProblem
 from console.tui.format import money, when
 
 
@@ -38,9 +39,21 @@ class DashboardScreen(ConsoleScreen):
         )
         super().on_mount()
 
+    def _show_sales(self, board: dict[str, Any], jobs: str = "") -> None:
+        self.query_one("#summary", Static).update(
+            f"Holds expiring within a minute: {board['expiring_soon']}    "
+            f"Orders stuck in paying: {board['stuck_paying']}    "
+            f"{jobs}As of {when(board['at'])}"
+        )
+
     async def load(self) -> None:
         board = await self.client.get("/staff/dashboard")
-        status = await self.client.get("/staff/queues")
+        try:
+            status: dict[str, Any] | None = await self.client.get("/staff/queues")
+        except ApiProblem as problem:
+            if problem.status != 403:
+                raise
+            status = None  # job queues are on-call business; a till sees the sales only
         events = self.query_one("#events", DataTable)
         events.clear()
         for e in board["events"]:
@@ -60,6 +73,12 @@ class DashboardScreen(ConsoleScreen):
             )
         queues = self.query_one("#queues", DataTable)
         queues.clear()
+        self._show_sales(board)
+        if status is None:
+            queues.display = False
+            self.query_one("#workers", Static).update("Job queues and workers: on-call keys only.")
+            return
+        queues.display = True
         for q in status["queues"]:
             age = q.get("oldest_queued_age")
             queues.add_row(
@@ -73,11 +92,7 @@ class DashboardScreen(ConsoleScreen):
             )
         failed = sum(q["failed"] for q in status["queues"])
         workers = status["workers"]
-        self.query_one("#summary", Static).update(
-            f"Holds expiring within a minute: {board['expiring_soon']}    "
-            f"Orders stuck in paying: {board['stuck_paying']}    "
-            f"Failed jobs: {failed}    As of {when(board['at'])}"
-        )
+        self._show_sales(board, f"Failed jobs: {failed}    ")
         self.query_one("#workers", Static).update(
             f"Workers: {len(workers)} live"
             + "".join(f"\n  {w['name']}  {w['state']}  {w.get('current_job') or ''}" for w in workers)

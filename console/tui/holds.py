@@ -125,7 +125,7 @@ class HoldsScreen(ConsoleScreen):
 
         self.app.push_screen(ConfirmModal("Release every hold past its deadline?"), confirmed)
 
-    @work(group="act")
+    @work(group="act", exit_on_error=False)
     async def _act(self, path: str, body: dict[str, Any] | None, done: str) -> None:
         try:
             answer = await self.client.post(path, body)

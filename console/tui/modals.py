@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from booking.money import minor_places
 from console.tui.format import money
 
 
@@ -45,15 +46,23 @@ class ConfirmModal(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
 
-def parse_amount(text: str, currency_places: int = 2) -> int | None:
-    """``"50"`` or ``"50.00"`` → 5000 minor units; None when it is not an amount."""
+# Far above any till's drawer; also keeps the arithmetic below away from huge exponents.
+MAX_TENDERED = Decimal(10) ** 9
+
+
+def parse_amount(text: str, currency: str) -> int | None:
+    """What was typed, in the currency's minor units (``"50"`` or ``"50.00"`` EUR → 5000,
+    ``"5000"`` JPY → 5000); None for anything that is not an amount of that currency."""
+    places = minor_places(currency)
     try:
         value = Decimal(text.strip().replace(",", ""))
+        if not value.is_finite() or value < 0 or value > MAX_TENDERED:
+            return None
+        if value != value.quantize(Decimal(1).scaleb(-places)):
+            return None  # more decimals than the currency has
+        return int(value.scaleb(places))
     except InvalidOperation:
         return None
-    if value < 0 or value != value.quantize(Decimal(1).scaleb(-currency_places)):
-        return None
-    return int(value.scaleb(currency_places))
 
 
 class AskModal(ModalScreen[str | None]):
@@ -103,7 +112,7 @@ class CashModal(ModalScreen[int | None]):
 
     @on(Input.Changed)
     def changed(self, event: Input.Changed) -> None:
-        tendered = parse_amount(event.value)
+        tendered = parse_amount(event.value, self.currency)
         hint = self.query_one("#change", Static)
         if tendered is None:
             hint.update("Type an amount.")
@@ -114,6 +123,6 @@ class CashModal(ModalScreen[int | None]):
 
     @on(Input.Submitted)
     def submitted(self, event: Input.Submitted) -> None:
-        tendered = parse_amount(event.value)
+        tendered = parse_amount(event.value, self.currency)
         if tendered is not None and tendered >= self.total_minor:
             self.dismiss(tendered)

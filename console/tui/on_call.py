@@ -131,7 +131,7 @@ class OnCallScreen(ConsoleScreen):
             return
         self._refund_stuck(picked[0])
 
-    @work(group="act")
+    @work(group="act", exit_on_error=False)
     async def _refund_stuck(self, hold_id: str) -> None:
         # A stuck payment is settled first; only a confirmed order can be refunded.
         try:
@@ -181,7 +181,7 @@ class OnCallScreen(ConsoleScreen):
         if picked:
             self._act("POST", f"/staff/events/{picked[0]}/resume", "Sale resumed.")
 
-    @work(group="act")
+    @work(group="act", exit_on_error=False)
     async def _act(self, method: str, path: str, done: str) -> None:
         answer: Any = None
         try:

@@ -47,8 +47,8 @@ STAFF_MATRIX: dict[tuple[str, str], tuple[frozenset[StaffRole], dict[str, Any] |
     ("GET", "/staff/tickets/{ticket_id:uuid}/qr.svg"): (frozenset({BOX, ADMIN}), None),
     ("GET", "/staff/tickets/{ticket_id:uuid}/ticket.pdf"): (frozenset({BOX, ADMIN}), None),
     ("GET", "/staff/dashboard"): (frozenset({CALL, BOX, ADMIN}), None),
-    ("GET", "/staff/holds"): (frozenset({CALL, BOX, ADMIN}), None),
-    ("POST", "/staff/holds/{hold_id:uuid}/release"): (frozenset({CALL, BOX, ADMIN}), None),
+    ("GET", "/staff/holds"): (frozenset({CALL, ADMIN}), None),
+    ("POST", "/staff/holds/{hold_id:uuid}/release"): (frozenset({CALL, ADMIN}), None),
     ("POST", "/staff/holds/release-expired"): (
         frozenset({CALL, ADMIN}),
         {"event_id": "00000000-0000-4000-8000-000000000000"},

@@ -80,3 +80,20 @@ def live_api(settings: Settings, admin_key: str) -> Iterator[LiveApi]:
         yield api
     finally:
         api.stop()
+
+
+async def _key(url: str, role: StaffRole) -> str:
+    engine = make_async_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            issued = await create_key(session, f"console-{role.value}", role)
+            await session.commit()
+            return issued.secret
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def box_office_key(settings: Settings, admin_key: str) -> str:
+    assert settings.database_url is not None
+    return asyncio.run(_key(settings.database_url, StaffRole.BOX_OFFICE))

@@ -251,3 +251,16 @@ async def test_pausing_and_resuming_a_sale_from_the_on_call_screen(
         await until(pilot, lambda: sales.get_row(event_id)[1] == "paused", "the sale paused")
         await pilot.press("u")
         await until(pilot, lambda: sales.get_row(event_id)[1] == "on_sale", "the sale resumed")
+
+
+async def test_a_till_sees_the_sales_without_the_on_call_parts(
+    live_api: LiveApi, box_office_key: str, tmp_path: Path
+) -> None:
+    app = console(live_api, box_office_key, tmp_path)
+    async with app.run_test(size=(160, 50)) as pilot:
+        events = app.screen.query_one("#events", DataTable)
+        await until(pilot, lambda: events.row_count > 0, "the events on sale")
+        await pilot.pause(REFRESH * 3)
+        assert not app.screen.query_one(Banner).has_class("visible")
+        assert not app.screen.query_one("#queues", DataTable).display
+        assert "on-call keys only" in str(app.screen.query_one("#workers", Static).render())
