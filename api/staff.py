@@ -18,6 +18,7 @@ with ``audit_detail``.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 from typing import Any
@@ -67,6 +68,13 @@ async def provide_staff(
     key = await staff_keys.authenticate(db_session, secret) if secret else None
     if key is None:
         raise NotAuthenticated("Send Authorization: Bearer <staff key>, from `boxoffice staff create-key`.")
+    # A cheap first look, so most requests open no second session; record_use's own WHERE,
+    # on the database clock, decides.
+    stale = dt.datetime.now(dt.UTC) - staff_keys.LAST_USED_RESOLUTION
+    if key.last_used_at is None or key.last_used_at < stale:
+        async with request.app.state.sessionmaker() as own:
+            await staff_keys.record_use(own, key.id)
+            await own.commit()
     principal = staff_keys.StaffPrincipal(key.id, key.name, key.role)
     request.scope.setdefault("state", {})[_ACTOR] = audit.Actor(ActorType.STAFF, str(key.id), key.name)
     if principal.role not in roles_of(request.route_handler.opt):

@@ -77,7 +77,8 @@ async def create_key(session: AsyncSession, name: str, role: StaffRole) -> Issue
 
 
 async def authenticate(session: AsyncSession, secret: str) -> StaffKey | None:
-    """The live key ``secret`` belongs to, or None. Compares hashes in constant time."""
+    """The live key ``secret`` belongs to, or None. Compares hashes in constant time. Reads
+    only: recording the use is ``record_use``, in a transaction of its own."""
     split = _split(secret)
     if split is None:
         return None
@@ -86,18 +87,22 @@ async def authenticate(session: AsyncSession, secret: str) -> StaffKey | None:
     )
     if key is None or not hmac.compare_digest(key.key_hash, _hash(secret)):
         return None
-    # At most once a minute per key: the update locks the key's row until the request
-    # commits, and doing it on every request would make one key's requests (a gate scanning,
-    # a console polling) wait for each other.
+    return key
+
+
+async def record_use(session: AsyncSession, key_id: uuid.UUID) -> None:
+    """Note that the key was used now, at most once a minute. Commit it on its own: the
+    update locks the key's row, and inside a request's transaction it would make that key's
+    other requests (a gate scanning, a console polling, a payment provider call in between)
+    wait for the whole request."""
     await session.execute(
         update(StaffKey)
         .where(
-            StaffKey.id == key.id,
+            StaffKey.id == key_id,
             or_(StaffKey.last_used_at.is_(None), StaffKey.last_used_at < func.now() - LAST_USED_RESOLUTION),
         )
         .values(last_used_at=func.now())
     )
-    return key
 
 
 async def list_keys(session: AsyncSession) -> list[KeyView]:
