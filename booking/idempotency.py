@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ from sqlalchemy import (
     func,
     select,
     text,
-    update,
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,6 +30,9 @@ from booking.db import Base, now_default
 from booking.errors import BookingError, IdempotencyKeyInProgress, IdempotencyKeyReused, InvalidRequest
 
 KEY_LIFETIME = dt.timedelta(hours=24)
+# Where an entry point keeps the session a request under an Idempotency-Key runs in, so that
+# everything the request does (its authentication included) uses that one connection.
+IDEMPOTENT_SESSION = "boxoffice.db_session"
 
 
 class IdempotencyKey(Base):
@@ -83,83 +86,95 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-async def _take(
-    session: AsyncSession, *, scope: str, key: str, method: str, path: str, fingerprint: str
-) -> int | StoredResponse:
-    """Take the key inside the caller's open transaction (returning its row id, locked until
-    that transaction ends), or return the response stored by an earlier request.
+_LOOK = text(
+    "SELECT pg_try_advisory_xact_lock(hashtextextended(:lock, 0)),"
+    " k.request_hash, k.response_status, k.response_headers, k.response_body, k.expires_at > now()"
+    " FROM (SELECT 1) AS one LEFT JOIN idempotency_keys k ON k.scope = :scope AND k.key = :key"
+)
+# Written with the work, in its transaction. A row past its 24 hours but not yet pruned is
+# taken over; a live one means another request stored its answer first: nothing is returned.
+_STORE = text(
+    "INSERT INTO idempotency_keys AS k (scope, key, method, path, request_hash, response_status,"
+    " response_headers, response_body, created_at, expires_at)"
+    " VALUES (:scope, :key, :method, :path, :hash, :status, CAST(:headers AS jsonb), :body, now(),"
+    " now() + :lifetime)"
+    " ON CONFLICT (scope, key) DO UPDATE SET method = excluded.method, path = excluded.path,"
+    " request_hash = excluded.request_hash, response_status = excluded.response_status,"
+    " response_headers = excluded.response_headers, response_body = excluded.response_body,"
+    " created_at = excluded.created_at, expires_at = excluded.expires_at"
+    " WHERE k.expires_at <= now()"
+    " RETURNING k.id"
+)
 
-    The request running with a key holds a transaction-scoped advisory lock on it; a
-    duplicate that arrives meanwhile fails to take that lock and is answered at once, without
-    waiting on the first request or holding a connection for it. The lock and the key row
-    are taken in one statement.
+
+@dataclass(frozen=True)
+class _Key:
+    scope: str
+    key: str
+    method: str
+    path: str
+    fingerprint: str
+
+    def params(self) -> dict[str, Any]:
+        return {"lock": f"idempotency:{self.scope}:{self.key}", "scope": self.scope, "key": self.key}
+
+
+async def _look(session: AsyncSession, key: _Key) -> StoredResponse | None:
+    """Take the key's lock for the caller's transaction and return the response stored
+    for it, if any (None: the key is free, and ours until the transaction ends).
+
+    The lock is transaction-scoped and taken without waiting: a duplicate that arrives while
+    the first request runs is answered at once, without holding a connection for it.
 
     Raises:
         IdempotencyKeyReused: the key was used for a different request.
         IdempotencyKeyInProgress: a request with this key is running right now.
     """
-    fresh: dict[str, Any] = {
-        "method": method,
-        "path": path,
-        "request_hash": fingerprint,
-        "response_status": None,
-        "response_headers": {},
-        "response_body": None,
-        "created_at": func.now(),
-        "expires_at": func.now() + KEY_LIFETIME,
-    }
     try:
-        got, inserted = (
-            await session.execute(
-                text(
-                    "WITH gate AS (SELECT pg_try_advisory_xact_lock(hashtextextended(:lock, 0)) AS got),"
-                    " taken AS ("
-                    "  INSERT INTO idempotency_keys"
-                    "   (scope, key, method, path, request_hash, response_headers, created_at, expires_at)"
-                    "  SELECT :scope, :key, :method, :path, :hash, '{}'::jsonb, now(), now() + :lifetime"
-                    "  FROM gate WHERE got"
-                    "  ON CONFLICT (scope, key) DO NOTHING RETURNING id)"
-                    " SELECT (SELECT got FROM gate), (SELECT id FROM taken)"
-                ),
-                {
-                    "lock": f"idempotency:{scope}:{key}",
-                    "scope": scope,
-                    "key": key,
-                    "method": method,
-                    "path": path,
-                    "hash": fingerprint,
-                    "lifetime": KEY_LIFETIME,
-                },
-            )
-        ).one()
-        if not got:
-            raise IdempotencyKeyInProgress("Retry after the first request has finished.")
-        if inserted is not None:
-            return int(inserted)
-        found = (
-            await session.execute(
-                select(IdempotencyKey, func.now())
-                .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
-                .with_for_update(of=IdempotencyKey)
-                .execution_options(populate_existing=True)
-            )
-        ).one_or_none()
+        got, stored_hash, status, headers, body, live = (await session.execute(_LOOK, key.params())).one()
     except DBAPIError as error:
         if isinstance(error.orig, pg_errors.LockNotAvailable):
             raise IdempotencyKeyInProgress("Retry after the first request has finished.") from None
         raise
-    if found is None:
-        # Pruned between the two statements: the key is free.
-        return await _take(session, scope=scope, key=key, method=method, path=path, fingerprint=fingerprint)
-    row, now = found
-    if row.expires_at <= now:
-        # Past its 24 hours but not yet pruned: the key is free again.
-        await session.execute(update(IdempotencyKey).where(IdempotencyKey.id == row.id).values(**fresh))
-        return row.id
-    if row.request_hash != fingerprint:
+    if not got:
+        raise IdempotencyKeyInProgress("Retry after the first request has finished.")
+    if stored_hash is None or not live:
+        return None  # never used, or past its 24 hours: the key is free again
+    if stored_hash != key.fingerprint:
         raise IdempotencyKeyReused("Use a new key for a different request.")
-    assert row.response_status is not None, "a committed key always has its response"
-    return StoredResponse(row.response_status, row.response_body or b"", dict(row.response_headers))
+    assert status is not None, "a committed key always has its response"
+    return StoredResponse(status, body or b"", dict(headers))
+
+
+async def _store(session: AsyncSession, key: _Key, response: StoredResponse) -> bool:
+    """Record ``response`` as the key's answer in the caller's transaction. False when
+    another request's answer is already stored (it committed after our look began)."""
+    row = (
+        await session.execute(
+            _STORE,
+            {
+                **key.params(),
+                "method": key.method,
+                "path": key.path,
+                "hash": key.fingerprint,
+                "status": response.status,
+                "headers": json.dumps(response.headers),
+                "body": response.body,
+                "lifetime": KEY_LIFETIME,
+            },
+        )
+    ).first()
+    return row is not None
+
+
+async def _stored_after_all(sessions: async_sessionmaker[AsyncSession], key: _Key) -> Outcome:
+    """The answer another request stored for the key while ours ran (ours was rolled back)."""
+    async with sessions() as session:
+        found = await _look(session, key)
+        await session.commit()
+    if found is None:
+        raise IdempotencyKeyInProgress("Retry after the first request has finished.")
+    return Outcome(found, replayed=True)
 
 
 async def run_once(
@@ -175,50 +190,54 @@ async def run_once(
 ) -> Outcome:
     """Run ``operation`` at most once per (``scope``, ``key``) and the same request.
 
-    The key, the operation's work and the stored response are one transaction: either all
-    commit or none does, so a crash at any point leaves the key free and nothing done, and a
-    retry runs the request afresh. The operation runs in a savepoint: a BookingError it raises,
-    or a 4xx response it returns, undoes its work and the response is stored and replayed
-    like any other. A 5xx (or any other exception) is not the request's answer: everything
-    rolls back, the key included, so a retry runs again.
+    The key's row, the operation's work and the stored response are one transaction: either
+    all commit or none does, so a crash at any point leaves the key free and nothing done, and
+    a retry runs the request afresh. A success costs two statements besides the work: the
+    look (which takes the key's lock) and the store.
+
+    A BookingError the operation raises, or a 4xx response it returns, is the request's
+    answer too, but its work must not land: the transaction is rolled back and the answer
+    stored in a transaction of its own (with the key's lock taken again), then replayed like
+    any other. A 5xx (or any other exception) is not the request's answer: everything rolls
+    back and nothing is stored, so a retry runs again.
 
     Raises:
         InvalidRequest: the key is empty, too long or not printable ASCII.
-        IdempotencyKeyReused, IdempotencyKeyInProgress: see ``_take``.
+        IdempotencyKeyReused, IdempotencyKeyInProgress: see ``_look``.
     """
     if not KEY_PATTERN.match(key):
         raise InvalidRequest("An Idempotency-Key is 1 to 255 printable ASCII characters.")
-    fingerprint = request_fingerprint(method, path, body)
+    taken = _Key(scope, key, method, path, request_fingerprint(method, path, body))
     async with sessions() as session:
-        taken = await _take(session, scope=scope, key=key, method=method, path=path, fingerprint=fingerprint)
-        if isinstance(taken, StoredResponse):
+        stored = await _look(session, taken)
+        if stored is not None:
             await session.commit()
-            return Outcome(taken, replayed=True)
-        work = await session.begin_nested()
+            return Outcome(stored, replayed=True)
         try:
             response = await operation(session)
         except BookingError as error:
-            await work.rollback()
             response = render_error(error)
-        else:
-            if response.status >= 400:
-                await work.rollback()
-            else:
-                await work.commit()
         if response.status >= 500:
             await session.rollback()
             return Outcome(response, replayed=False)
-        await session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.id == taken)
-            .values(
-                response_status=response.status,
-                response_headers=response.headers,
-                response_body=response.body,
-            )
-        )
+        if response.status < 400:
+            if not await _store(session, taken, response):
+                await session.rollback()
+                return await _stored_after_all(sessions, taken)
+            await session.commit()
+            return Outcome(response, replayed=False)
+        await session.rollback()
+    async with sessions() as session:
+        try:
+            stored = await _look(session, taken)
+        except IdempotencyKeyInProgress:
+            # A retry took the key in the moment between: it will store its own answer.
+            return Outcome(response, replayed=False)
+        if stored is None and await _store(session, taken, response):
+            await session.commit()
+            return Outcome(response, replayed=False)
         await session.commit()
-        return Outcome(response, replayed=False)
+    return Outcome(stored, replayed=True) if stored is not None else await _stored_after_all(sessions, taken)
 
 
 async def prune(session: AsyncSession, *, limit: int = 10_000) -> int:

@@ -52,16 +52,18 @@ class OutboxMessage(Base):
 class Topic:
     """What the outbox carries. Consumers switch on these strings, so they never change."""
 
-    HOLD_CREATED = "hold.created"
-    HOLD_RENEWED = "hold.renewed"
     HOLD_RELEASED = "hold.released"
     HOLD_EXPIRED = "hold.expired"
-    HOLD_PAYING = "hold.paying"
     HOLD_PAYMENT_FAILED = "hold.payment_failed"
     HOLD_REFUND_REQUIRED = "hold.refund_required"
     ORDER_CONFIRMED = "order.confirmed"
     ORDER_REFUNDED = "order.refunded"
     UNITS_CHANGED = "units.changed"
+
+
+# Facts earlier versions wrote (one expiry job per hold was scheduled from them); no code
+# writes them now, and the relay drains any left in a database.
+LEGACY_TOPICS = frozenset({"hold.created", "hold.renewed", "hold.paying"})
 
 
 async def emit(
@@ -119,6 +121,7 @@ async def relay_batch(
     topics: Collection[str],
     limit: int = 100,
     fatal: tuple[type[BaseException], ...] = (),
+    flush: Callable[[], Awaitable[None]] | None = None,
 ) -> RelayResult:
     """Deliver up to ``limit`` pending messages of ``topics`` in id order and commit.
 
@@ -129,7 +132,10 @@ async def relay_batch(
     Rows are taken with ``FOR UPDATE SKIP LOCKED``, so several relays share the work without
     delivering one message twice at the same time. Delivery is at least once: a relay that
     dies after delivering but before committing delivers again, and consumers dedupe by
-    ``event_id``. A failed delivery is retried later with exponential backoff; an exception
+    ``event_id``. A consumer may defer its work to ``flush``, called once after the batch
+    and before it is recorded: if it fails, every message it covered is retried. The batch
+    is recorded in one statement. A failed delivery is retried later with exponential
+    backoff; an exception
     of a ``fatal`` type (the job runner's own timeout, say) is not a failed delivery and
     propagates, rolling the batch back.
     """
@@ -152,7 +158,8 @@ async def relay_batch(
         .scalars()
         .all()
     )
-    delivered = failed = 0
+    delivered: list[int] = []
+    failed = 0
     for row in rows:
         message = Message(row.id, row.event_id, row.topic, row.catalog_event_id, row.payload, row.attempts)
         try:
@@ -161,24 +168,39 @@ async def relay_batch(
             raise
         except Exception as error:
             failed += 1
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row.id)
-                .values(
-                    attempts=OutboxMessage.attempts + 1,
-                    available_at=func.now() + _backoff(row.attempts),
-                    last_error=f"{type(error).__name__}: {error}"[:2000],
-                )
-            )
+            await _postpone(session, [row.id], row.attempts, error)
             continue
-        delivered += 1
+        delivered.append(row.id)
+    if flush is not None and delivered:
+        try:
+            await flush()
+        except fatal:
+            raise
+        except Exception as error:
+            # The batch's deferred work did not happen: none of it counts as delivered.
+            await _postpone(session, delivered, min(r.attempts for r in rows if r.id in delivered), error)
+            failed += len(delivered)
+            delivered = []
+    if delivered:
         await session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.id == row.id)
+            .where(OutboxMessage.id.in_(delivered))
             .values(relayed_at=func.now(), last_error=None)
         )
     await session.commit()
-    return RelayResult(delivered=delivered, failed=failed)
+    return RelayResult(delivered=len(delivered), failed=failed)
+
+
+async def _postpone(session: AsyncSession, ids: list[int], attempts: int, error: Exception) -> None:
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids))
+        .values(
+            attempts=OutboxMessage.attempts + 1,
+            available_at=func.now() + _backoff(attempts),
+            last_error=f"{type(error).__name__}: {error}"[:2000],
+        )
+    )
 
 
 async def pending_count(session: AsyncSession) -> int:

@@ -11,8 +11,9 @@ import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.catalog.models import Event, EventStatus, PriceTier
@@ -31,9 +32,10 @@ from booking.holds.models import Hold, HoldItem, HoldState
 from booking.holds.policy import HoldPolicy
 from booking.inventory import service as inventory
 from booking.inventory.models import InventoryUnit, UnitState
-from booking.inventory.transitions import Move
+from booking.inventory.transitions import Move, guard
 from booking.orders.models import Order, OrderItem, OrderItemState
-from booking.outbox import Topic, emit, emit_many
+from booking.outbox import Topic, emit
+from booking.sqltext import param, sql
 
 S = HoldState
 
@@ -243,7 +245,7 @@ async def _open_sale(session: AsyncSession, event_id: uuid.UUID, selection: Sele
     return str(event_currency or "XXX")
 
 
-def _tickets_of_fan(fan_id: uuid.UUID, event_id: uuid.UUID) -> ColumnElement[int]:
+def _tickets_of_fan(fan_id: uuid.UUID | Any, event_id: uuid.UUID | Any) -> ColumnElement[int]:
     """Tickets a fan has for an event: in live holds not past their deadline (a paying hold's
     deadline is its payment grace) and in active orders.
 
@@ -255,7 +257,7 @@ def _tickets_of_fan(fan_id: uuid.UUID, event_id: uuid.UUID) -> ColumnElement[int
         .where(
             Hold.fan_id == fan_id,
             Hold.event_id == event_id,
-            Hold.state.in_(list(LIVE_STATES)),
+            Hold.state.in_(sorted(LIVE_STATES)),
             Hold.expires_at > func.now(),
         )
         .scalar_subquery()
@@ -274,21 +276,97 @@ async def tickets_of_fan(session: AsyncSession, fan_id: uuid.UUID, event_id: uui
     return int(await session.scalar(select(_tickets_of_fan(fan_id, event_id))) or 0)
 
 
-async def _check_cap(
-    session: AsyncSession, fan_id: uuid.UUID, event_id: uuid.UUID, quantity: int, cap: int
-) -> None:
-    # One fan's holds for one event are serialised (an advisory lock, released at commit),
-    # so two tabs cannot both pass the count; other fans and events are not affected. The
-    # count must be a statement of its own, after the lock: under READ COMMITTED a statement
-    # sees what was committed when it began, and one begun before the wait would miss the
-    # hold the other tab just committed.
-    await session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtextextended(f"cap:{fan_id}:{event_id}", 0)))
+def _claim_sql(kind: str, *, capped: bool) -> str:
+    """The whole hold as one statement: sale open, the fan's cap, the guarded claim, the
+    hold row with its total, the price snapshot and the outbox fact.
+
+    ``kind`` is ``seats`` (exactly these seats, locked in id order: overlapping buyers queue
+    instead of deadlocking) or ``ga`` (any free places of the tier, lowest id first, with
+    SKIP LOCKED: concurrent buyers take disjoint rows and never wait on one another). The
+    claim's WHERE clause is the transition table's; the sale's state is part of the same
+    statement, so a pause committed before it began is seen by the claim itself.
+
+    The hold's id is drawn first, so the units can name it in the same statement; the hold row
+    is written whenever the sale is open and the cap allows, even when fewer units were
+    claimed than asked: the caller then raises and rolls everything back. Sub-statements of
+    one statement share a snapshot, so nothing here reads what another part writes.
+    """
+    claimable = f"({sql(guard(Move.CLAIM))})"
+    if kind == "ga":
+        sale_extra = (
+            " AND EXISTS (SELECT 1 FROM price_tiers t WHERE t.id = :tier_id"
+            " AND t.event_id = :event_id AND t.ga_area_id IS NOT NULL)"
+        )
+        # Candidates only (the claim's guard below decides): available places first, from
+        # their partial index in id order, then places of holds past their deadline if
+        # those are not enough. One scan with the guard's OR would walk the table in id
+        # order past every unit already sold.
+        tier = "inventory_units.event_id = :event_id AND inventory_units.price_tier_id = :tier_id"
+        pick = (
+            "SELECT inventory_units.id FROM inventory_units"  # noqa: S608 (constants, made at import)
+            f" WHERE {tier} AND inventory_units.state = 'available' AND EXISTS (SELECT 1 FROM new)"
+            " ORDER BY inventory_units.id LIMIT :quantity FOR UPDATE SKIP LOCKED),"
+            " stale AS (SELECT inventory_units.id FROM inventory_units"
+            f" WHERE {tier} AND inventory_units.state = 'held' AND inventory_units.held_until < now()"
+            " AND EXISTS (SELECT 1 FROM new) AND (SELECT count(*) FROM free) < :quantity"
+            " ORDER BY inventory_units.id LIMIT :quantity FOR UPDATE SKIP LOCKED),"
+            " picked AS (SELECT id FROM free UNION ALL SELECT id FROM stale ORDER BY id LIMIT :quantity"
+        )
+        pick_name = "free"
+    else:
+        sale_extra = ""
+        pick = (
+            "SELECT inventory_units.id FROM inventory_units"  # noqa: S608 (constants, made at import)
+            " WHERE inventory_units.event_id = :event_id AND inventory_units.seat_id = ANY(:seat_ids)"
+            f" AND {claimable} AND EXISTS (SELECT 1 FROM new)"
+            " ORDER BY inventory_units.id FOR UPDATE"
+        )
+        pick_name = "picked"
+    mine = sql(_tickets_of_fan(param("fan_id"), param("event_id"))) if capped else "0"
+    return (
+        "WITH sale AS ("  # noqa: S608 (constants, made at import)
+        " SELECT 1 FROM events e WHERE e.id = :event_id AND e.status = 'on_sale'"
+        f" AND e.onsale_starts_at <= now() AND now() < e.onsale_ends_at{sale_extra}),"
+        f" mine AS (SELECT {mine} AS already),"
+        " new AS (SELECT gen_random_uuid() AS id, now() + :ttl AS expires_at FROM sale, mine"
+        "  WHERE mine.already + :quantity <= :cap),"
+        f" {pick_name} AS ({pick}),"
+        " claimed AS ("
+        "  UPDATE inventory_units SET state = 'held', hold_id = new.id, held_until = new.expires_at,"
+        "   updated_at = now() FROM new"
+        f"  WHERE inventory_units.id IN (SELECT id FROM picked) AND {claimable}"
+        "  RETURNING inventory_units.id AS unit_id, inventory_units.seat_id, inventory_units.price_tier_id),"
+        " priced AS (SELECT c.unit_id, c.seat_id, c.price_tier_id, t.price_minor, t.currency"
+        "  FROM claimed c JOIN price_tiers t ON t.id = c.price_tier_id),"
+        " hold AS ("
+        "  INSERT INTO holds"
+        "   (id, event_id, fan_id, staff_key_id, quantity, total_minor, currency, expires_at)"
+        "  SELECT new.id, :event_id, :fan_id, :staff_key_id, :quantity,"
+        "   (SELECT coalesce(sum(price_minor), 0) FROM priced),"
+        "   (SELECT coalesce(min(currency), 'XXX') FROM priced), new.expires_at FROM new"
+        "  RETURNING id, created_at, expires_at),"
+        " items AS ("
+        "  INSERT INTO hold_items (hold_id, unit_id, price_tier_id, price_minor, currency)"
+        "  SELECT hold.id, p.unit_id, p.price_tier_id, p.price_minor, p.currency FROM priced p, hold),"
+        " fact AS ("
+        "  INSERT INTO outbox (topic, payload, catalog_event_id)"
+        "  SELECT :topic, jsonb_build_object('event_id', CAST(:event_id AS text),"
+        "   'unit_ids', (SELECT jsonb_agg(unit_id ORDER BY unit_id) FROM claimed), 'state', 'held'),"
+        "   :event_id FROM hold WHERE EXISTS (SELECT 1 FROM claimed))"
+        " SELECT (SELECT count(*) FROM sale), (SELECT already FROM mine),"
+        "  (SELECT count(DISTINCT currency) FROM priced),"
+        "  h.id, h.created_at, h.expires_at, p.unit_id, p.seat_id, p.price_tier_id, p.price_minor, p.currency"
+        " FROM (SELECT 1) AS one LEFT JOIN hold h ON true LEFT JOIN priced p ON h.id IS NOT NULL"
+        " ORDER BY p.unit_id"
     )
-    row = (await session.execute(select(_tickets_of_fan(fan_id, event_id)))).one()
-    already = int(row[0])
-    if already + quantity > cap:
-        raise TicketCapReached(cap, already)
+
+
+_CLAIMS = {
+    (kind, capped): text(_claim_sql(kind, capped=capped))
+    for kind in ("seats", "ga")
+    for capped in (True, False)
+}
+_CAP_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:lock, 0))")
 
 
 async def create_hold(
@@ -302,62 +380,63 @@ async def create_hold(
 ) -> HoldView:
     """Hold seats (all or none) or GA places for ``policy.ttl``, with their prices as of now.
 
-    Six round trips on success (seven for a fan: the cap takes two): sale check, cap, hold
-    row, guarded claim, price snapshot, outbox. ``inside_claim`` runs after the units are
-    claimed and before the caller commits; tests use it to hold the transaction open and
-    widen the race window.
+    One statement (``_claim_sql``), and for a fan one before it: the fan's holds for one
+    event are serialised by an advisory lock (released at commit), so two tabs cannot both
+    pass the cap. The count must be in a statement begun after the lock: under READ
+    COMMITTED a statement sees what was committed when it began, and one begun before the
+    wait would miss the hold the other tab just committed. Anything else (another fan,
+    another event) never waits here. A failure costs a query or two more, to say exactly why.
+    ``inside_claim`` runs after the units are claimed and before the caller commits; tests
+    use it to hold the transaction open and widen the race window.
 
     Raises:
         InvalidRequest, EventNotFound, SaleNotOpen, TierNotFound, TicketCapReached,
         UnknownSeats, SeatsTaken, SoldOut, NotEnoughLeft, InventoryBusy.
     """
     quantity = _validate(selection, policy, owner)
-    currency = await _open_sale(session, event_id, selection)
-    if owner.fan_id is not None:
-        await _check_cap(session, owner.fan_id, event_id, quantity, policy.tickets_per_fan)
-    hold = (
-        await session.execute(
-            insert(Hold)
-            .values(
-                event_id=event_id,
-                fan_id=owner.fan_id,
-                staff_key_id=owner.staff_key_id,
-                quantity=quantity,
-                total_minor=0,
-                currency=currency,
-                expires_at=func.now() + policy.ttl,
-            )
-            .returning(Hold.id, Hold.created_at, Hold.expires_at)
-        )
-    ).one()
-    hold_id, created_at, expires_at = hold
+    capped = owner.fan_id is not None
+    params: dict[str, object] = {
+        "event_id": event_id,
+        "fan_id": owner.fan_id,
+        "staff_key_id": owner.staff_key_id,
+        "quantity": quantity,
+        "cap": policy.tickets_per_fan if capped else quantity,
+        "ttl": policy.ttl,
+        "topic": Topic.UNITS_CHANGED,
+    }
     if isinstance(selection, SeatSelection):
-        claimed = await inventory.claim_seats(
-            session, event_id=event_id, seat_ids=selection.seat_ids, hold_id=hold_id, held_until=expires_at
-        )
+        kind = "seats"
+        params["seat_ids"] = sorted(set(selection.seat_ids))
     else:
-        claimed = await inventory.claim_general_admission(
-            session,
-            event_id=event_id,
-            tier_id=selection.tier_id,
-            quantity=selection.quantity,
-            hold_id=hold_id,
-            held_until=expires_at,
-        )
+        kind = "ga"
+        params["tier_id"] = selection.tier_id
+    async with inventory.busy_is_retryable():
+        if capped:
+            await session.execute(_CAP_LOCK, {"lock": f"cap:{owner.fan_id}:{event_id}"})
+        rows = (await session.execute(_CLAIMS[kind, capped], params)).all()
+    sale_open, already, currencies, hold_id, created_at, expires_at = rows[0][:6]
+    if not sale_open:
+        await _open_sale(session, event_id, selection)
+        raise SaleNotOpen()  # it opened or closed between the two looks
+    if capped and already + quantity > policy.tickets_per_fan:
+        raise TicketCapReached(policy.tickets_per_fan, int(already))
+    claimed = [
+        inventory.ClaimedUnit(unit_id, seat_id, tier_id)
+        for *_, unit_id, seat_id, tier_id, _, _ in rows
+        if unit_id
+    ]
+    if len(claimed) < quantity:
+        if isinstance(selection, SeatSelection):
+            await inventory.explain_missing_seats(session, event_id, selection.seat_ids, claimed)
+        else:
+            await inventory.explain_ga_shortfall(session, event_id, selection.tier_id, len(claimed))
+    if currencies > 1:
+        raise InvalidRequest("These tickets are priced in different currencies; hold them separately.")
     if inside_claim is not None:
         await inside_claim(session)
-    items = await _snapshot_prices(session, hold_id, claimed)
-    unit_ids = [unit.unit_id for unit in claimed]
-    await emit_many(
-        session,
-        [
-            (
-                Topic.HOLD_CREATED,
-                {"hold_id": str(hold_id), "expires_at": expires_at.isoformat(), "unit_ids": unit_ids},
-            ),
-            (Topic.UNITS_CHANGED, _units_payload(event_id, unit_ids, UnitState.HELD)),
-        ],
-        catalog_event_id=event_id,
+    items = tuple(
+        HoldItemView(unit_id, seat_id, tier_id, price, currency)
+        for *_, unit_id, seat_id, tier_id, price, currency in rows
     )
     return HoldView(
         id=hold_id,
@@ -372,39 +451,6 @@ async def create_hold(
         created_at=created_at,
         expires_at=expires_at,
         items=items,
-    )
-
-
-async def _snapshot_prices(
-    session: AsyncSession, hold_id: uuid.UUID, claimed: Sequence[inventory.ClaimedUnit]
-) -> tuple[HoldItemView, ...]:
-    """Record each claimed unit's current price, and the hold's total, in one statement.
-
-    Raises:
-        InvalidRequest: the units are priced in more than one currency.
-    """
-    rows = (
-        await session.execute(
-            text(
-                "WITH items AS ("
-                " INSERT INTO hold_items (hold_id, unit_id, price_tier_id, price_minor, currency)"
-                " SELECT :hold_id, u.id, u.price_tier_id, t.price_minor, t.currency"
-                " FROM inventory_units u JOIN price_tiers t ON t.id = u.price_tier_id"
-                " WHERE u.id = ANY(:unit_ids)"
-                " RETURNING unit_id, price_tier_id, price_minor, currency),"
-                " total AS (UPDATE holds SET total_minor = (SELECT sum(price_minor) FROM items),"
-                "  currency = (SELECT min(currency) FROM items) WHERE id = :hold_id)"
-                " SELECT unit_id, price_tier_id, price_minor, currency FROM items ORDER BY unit_id"
-            ),
-            {"hold_id": hold_id, "unit_ids": [unit.unit_id for unit in claimed]},
-        )
-    ).all()
-    if len({currency for *_, currency in rows}) > 1:
-        raise InvalidRequest("These tickets are priced in different currencies; hold them separately.")
-    seats = {unit.unit_id: unit.seat_id for unit in claimed}
-    return tuple(
-        HoldItemView(unit_id, seats[unit_id], tier_id, price, currency)
-        for unit_id, tier_id, price, currency in rows
     )
 
 
@@ -445,12 +491,6 @@ async def renew_hold(
         raise HoldExpired()
     await session.execute(
         update(Hold).where(Hold.id == hold_id).values(renewals=Hold.renewals + 1, expires_at=deadline)
-    )
-    await emit(
-        session,
-        Topic.HOLD_RENEWED,
-        {"hold_id": str(hold_id), "expires_at": deadline.isoformat()},
-        catalog_event_id=hold.event_id,
     )
     return await get_hold(session, hold_id)
 
@@ -552,12 +592,6 @@ async def start_payment(
     if len(moved) != hold.quantity:
         raise HoldExpired()
     await move_hold(session, hold_id, "start_payment", expires_at=deadline)
-    await emit(
-        session,
-        Topic.HOLD_PAYING,
-        {"hold_id": str(hold_id), "expires_at": deadline.isoformat()},
-        catalog_event_id=hold.event_id,
-    )
     return await get_hold(session, hold_id)
 
 

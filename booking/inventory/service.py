@@ -1,4 +1,5 @@
-"""The guarded statements over ``inventory_units``: claim, extend, release, expire, sell, return.
+"""The guarded statements over ``inventory_units``: extend, release, expire, sell, return (the
+claim is part of the hold's own statement, ``booking.holds.service._claim_sql``).
 
 Each is one UPDATE whose WHERE clause comes from ``transitions``. None reads a state in Python
 and writes it back. Callers run them inside their own transaction and decide by the number of
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import NoReturn
 
 from psycopg import errors as pg_errors
 from sqlalchemy import func, select, update
@@ -46,98 +48,37 @@ async def busy_is_retryable() -> AsyncIterator[None]:
         raise
 
 
-async def claim_seats(
-    session: AsyncSession,
-    *,
-    event_id: uuid.UUID,
-    seat_ids: Sequence[int],
-    hold_id: uuid.UUID,
-    held_until: dt.datetime,
-) -> list[ClaimedUnit]:
-    """Hold exactly these seats of one event for ``hold_id``, all or none.
-
-    The claimable rows are locked in id order before the guarded update, so two buyers
-    reaching for overlapping seats queue instead of deadlocking, and seats someone else
-    already has are not locked (or waited for) at all.
-
-    Raises (the caller must then roll back, undoing the seats this statement did take):
-        UnknownSeats: some ids are not seats of this event.
-        SeatsTaken: some seats are held, sold or blocked; the error names them.
-        InventoryBusy: the seats stayed locked by other buyers past the lock timeout.
-    """
-    wanted = sorted(set(seat_ids))
-    locked = (
-        select(U.id)
-        .where(U.event_id == event_id, U.seat_id.in_(wanted), guard(Move.CLAIM))
-        .order_by(U.id)
-        .with_for_update()
-        .cte("locked")
-    )
-    statement = (
-        update(U)
-        .where(U.id.in_(select(locked.c.id)), guard(Move.CLAIM))
-        .values(**values(Move.CLAIM, hold_id=hold_id, held_until=held_until))
-        .returning(U.id, U.seat_id, U.price_tier_id)
-    )
-    async with busy_is_retryable():
-        rows = (await session.execute(statement)).all()
-    claimed = [ClaimedUnit(unit_id, seat_id, tier_id) for unit_id, seat_id, tier_id in rows]
-    if len(claimed) < len(wanted):
-        # Only on failure: tell seats that do not exist here from seats someone else has.
-        known = set(
-            (
-                await session.scalars(select(U.seat_id).where(U.event_id == event_id, U.seat_id.in_(wanted)))
-            ).all()
-        )
-        if unknown := [seat for seat in wanted if seat not in known]:
-            raise UnknownSeats(unknown)
-        got = {unit.seat_id for unit in claimed}
-        raise SeatsTaken([seat for seat in wanted if seat not in got])
-    return claimed
-
-
-async def claim_general_admission(
-    session: AsyncSession,
-    *,
-    event_id: uuid.UUID,
-    tier_id: uuid.UUID,
-    quantity: int,
-    hold_id: uuid.UUID,
-    held_until: dt.datetime,
-) -> list[ClaimedUnit]:
-    """Hold ``quantity`` places of a GA tier, all or none.
-
-    Places are picked with ``FOR UPDATE SKIP LOCKED``: concurrent buyers take disjoint rows
-    and never wait on one another or on a counter row. They are picked lowest id first, so
-    which places a buyer gets depends only on what is free, never on where PostgreSQL
-    happened to put the row versions.
+async def explain_missing_seats(
+    session: AsyncSession, event_id: uuid.UUID, seat_ids: Sequence[int], claimed: Sequence[ClaimedUnit]
+) -> NoReturn:
+    """Only on failure: tell seats that do not exist here from seats someone else has.
 
     Raises:
-        SoldOut: no place of the tier is free.
-        NotEnoughLeft: some are free, fewer than ``quantity`` (the caller must roll back).
+        UnknownSeats, SeatsTaken.
     """
-    picked = (
-        select(U.id)
-        .where(U.event_id == event_id, U.price_tier_id == tier_id, guard(Move.CLAIM))
-        .order_by(U.id)
-        .limit(quantity)
-        .with_for_update(skip_locked=True)
-        .cte("picked")
+    wanted = sorted(set(seat_ids))
+    known = set(
+        (await session.scalars(select(U.seat_id).where(U.event_id == event_id, U.seat_id.in_(wanted)))).all()
     )
-    statement = (
-        update(U)
-        .where(U.id.in_(select(picked.c.id)), guard(Move.CLAIM))
-        .values(**values(Move.CLAIM, hold_id=hold_id, held_until=held_until))
-        .returning(U.id, U.seat_id, U.price_tier_id)
-    )
-    rows = (await session.execute(statement)).all()
-    if len(rows) < quantity:
-        # Counted after our own claim: ours are held now, so add them back.
-        free = await count_claimable(session, event_id=event_id, tier_id=tier_id)
-        if free + len(rows) == 0:
-            raise SoldOut()
-        raise NotEnoughLeft(free + len(rows))
-    return [ClaimedUnit(unit_id, seat_id, tier) for unit_id, seat_id, tier in rows]
+    if unknown := [seat for seat in wanted if seat not in known]:
+        raise UnknownSeats(unknown)
+    got = {unit.seat_id for unit in claimed}
+    raise SeatsTaken([seat for seat in wanted if seat not in got])
+
+
+async def explain_ga_shortfall(
+    session: AsyncSession, event_id: uuid.UUID, tier_id: uuid.UUID, claimed: int
+) -> NoReturn:
+    """Only on failure: how many places are left, counted after our own partial claim (ours
+    are held now, so they are added back).
+
+    Raises:
+        SoldOut, NotEnoughLeft.
+    """
+    free = await count_claimable(session, event_id=event_id, tier_id=tier_id) + claimed
+    if free == 0:
+        raise SoldOut()
+    raise NotEnoughLeft(free)
 
 
 async def count_claimable(session: AsyncSession, *, event_id: uuid.UUID, tier_id: uuid.UUID) -> int:

@@ -13,7 +13,7 @@ import enum
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.catalog.models import Event
@@ -22,9 +22,10 @@ from booking.holds.models import Hold, HoldItem, HoldState
 from booking.holds.service import lock_hold, move_hold, units_changed
 from booking.inventory import service as inventory
 from booking.inventory.models import InventoryUnit, UnitState
-from booking.inventory.transitions import Move
+from booking.inventory.transitions import Move, guard
 from booking.orders.models import Order, OrderChannel, OrderItem, OrderItemState, OrderState
 from booking.outbox import Topic, emit
+from booking.sqltext import param, sql
 from booking.tickets.models import Ticket, TicketState
 
 
@@ -127,6 +128,97 @@ async def confirm_hold(
     )
     await units_changed(session, hold.event_id, sold, UnitState.SOLD)
     return Confirmation(Outcome.CONFIRMED, hold_id, order_id, repeated=False)
+
+
+def _confirm_paid_sql() -> str:
+    """A paid hold made an order in one statement: the common case of ``settle`` for a
+    payment that succeeded while its hold was still ``paying``.
+
+    The payment row, then the hold row, are locked (the order every settlement takes them
+    in); the units are locked in id order and sold under the transition table's SELL guard;
+    the order, its items, one ticket per unit, the hold's and payment's new states and the
+    outbox facts follow, each only if every unit was sold. When not (a unit went to someone
+    else after the deadline), the statement has still sold some units: the caller must roll
+    back and settle the slow way, which records the refund.
+    """
+    sell = f"({sql(guard(Move.SELL, hold_id=param('hold_id')))})"
+    return (
+        "WITH pay AS (SELECT id FROM payments"  # noqa: S608 (constants, made at import)
+        "  WHERE id = :payment_id AND hold_id = :hold_id AND state = 'pending' FOR UPDATE),"
+        " h AS (SELECT holds.id, holds.event_id, holds.fan_id, holds.staff_key_id, holds.total_minor,"
+        "  holds.currency FROM holds, pay WHERE holds.id = :hold_id AND holds.state = 'paying'"
+        "  FOR UPDATE OF holds),"
+        " items AS (SELECT hi.unit_id, hi.price_tier_id, hi.price_minor, hi.currency"
+        "  FROM hold_items hi, h WHERE hi.hold_id = h.id),"
+        " new_order AS (SELECT gen_random_uuid() AS id FROM h),"
+        " locked AS (SELECT inventory_units.id FROM inventory_units"
+        "  WHERE inventory_units.id IN (SELECT unit_id FROM items) ORDER BY inventory_units.id FOR UPDATE),"
+        " sold AS (UPDATE inventory_units SET state = 'sold', order_id = new_order.id, hold_id = NULL,"
+        "  held_until = NULL, updated_at = now() FROM new_order"
+        f"  WHERE inventory_units.id IN (SELECT id FROM locked) AND {sell}"
+        "  RETURNING inventory_units.id),"
+        " complete AS (SELECT new_order.id FROM new_order"
+        "  WHERE (SELECT count(*) FROM sold) = (SELECT count(*) FROM items)),"
+        " ord AS (INSERT INTO orders (id, hold_id, event_id, fan_id, staff_key_id, channel, total_minor,"
+        "  currency) SELECT complete.id, h.id, h.event_id, h.fan_id, h.staff_key_id, :channel,"
+        "  h.total_minor, h.currency FROM complete, h RETURNING id),"
+        " lines AS (INSERT INTO order_items (order_id, unit_id, price_tier_id, price_minor, currency)"
+        "  SELECT complete.id, items.unit_id, items.price_tier_id, items.price_minor, items.currency"
+        "  FROM complete, items RETURNING id, unit_id),"
+        " issued AS (INSERT INTO tickets (order_id, order_item_id, event_id, unit_id)"
+        "  SELECT complete.id, lines.id, h.event_id, lines.unit_id FROM complete, lines, h"
+        "  RETURNING id, unit_id),"
+        " hold_moved AS (UPDATE holds SET state = 'confirmed', ended_at = now() FROM complete"
+        "  WHERE holds.id = :hold_id RETURNING holds.id),"
+        " pay_moved AS (UPDATE payments SET state = 'succeeded', order_id = complete.id,"
+        "  provider_ref = coalesce(payments.provider_ref, :ref), updated_at = now() FROM complete"
+        "  WHERE payments.id = :payment_id RETURNING payments.id),"
+        " facts AS (INSERT INTO outbox (topic, payload, catalog_event_id)"
+        "  SELECT :confirmed, jsonb_build_object('order_id', CAST(complete.id AS text),"
+        "   'hold_id', CAST(h.id AS text),"
+        "   'ticket_ids', (SELECT jsonb_agg(CAST(id AS text) ORDER BY unit_id) FROM issued)), h.event_id"
+        "  FROM complete, h"
+        "  UNION ALL SELECT :units, jsonb_build_object('event_id', CAST(h.event_id AS text),"
+        "   'unit_ids', (SELECT jsonb_agg(id ORDER BY id) FROM sold), 'state', 'sold'), h.event_id"
+        "  FROM complete, h)"
+        " SELECT (SELECT count(*) FROM h), (SELECT id FROM ord),"
+        "  (SELECT count(*) FROM hold_moved) + (SELECT count(*) FROM pay_moved)"
+    )
+
+
+_CONFIRM_PAID = text(_confirm_paid_sql())
+
+
+async def confirm_paid(
+    session: AsyncSession,
+    *,
+    payment_id: uuid.UUID,
+    hold_id: uuid.UUID,
+    ref: str | None,
+    channel: OrderChannel = OrderChannel.ONLINE,
+) -> uuid.UUID | None:
+    """Confirm a hold being paid for whose payment ``payment_id`` (still pending) succeeded:
+    one round trip. Returns the new order's id, or None when this case does not apply (the
+    payment or hold moved on meanwhile, or a unit is gone); the caller must then roll back
+    and settle through ``booking.payments.service.settle``, which handles every case.
+
+    Raises:
+        InventoryBusy.
+    """
+    params = {
+        "payment_id": payment_id,
+        "hold_id": hold_id,
+        "ref": ref,
+        "channel": channel.value,
+        "confirmed": Topic.ORDER_CONFIRMED,
+        "units": Topic.UNITS_CHANGED,
+    }
+    async with inventory.busy_is_retryable():
+        found, order_id, moved = (await session.execute(_CONFIRM_PAID, params)).one()
+    if not found or order_id is None:
+        return None
+    assert moved == 2, "the hold and the payment move with the order"
+    return uuid.UUID(str(order_id))
 
 
 async def _refund_required(session: AsyncSession, hold: Hold, *, reason: str) -> Confirmation:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal_column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -85,21 +85,29 @@ class OfflineGateway:
         behaviour = _BEHAVIOUR[card_number(method)]
         ref = "off_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
         async with self.sessions() as session:
-            first = await session.scalar(
-                pg_insert(OfflinePayment)
-                .values(
-                    idempotency_key=idempotency_key,
-                    ref=ref,
-                    behaviour=behaviour,
-                    amount_minor=amount_minor,
-                    currency=currency,
+            # One round trip: the no-op update makes a replayed key return its stored row,
+            # and a row version with no deleting transaction (xmax 0) is one just inserted.
+            result: Any = (
+                await session.execute(
+                    pg_insert(OfflinePayment)
+                    .values(
+                        idempotency_key=idempotency_key,
+                        ref=ref,
+                        behaviour=behaviour,
+                        amount_minor=amount_minor,
+                        currency=currency,
+                    )
+                    .on_conflict_do_update(
+                        index_elements=["idempotency_key"], set_={"idempotency_key": idempotency_key}
+                    )
+                    .returning(OfflinePayment, literal_column("xmax = 0"))
+                    .execution_options(populate_existing=True)
                 )
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                .returning(OfflinePayment.ref)
-            )
-            row = await session.get_one(OfflinePayment, idempotency_key)
+            ).one()
+            row: OfflinePayment = result[0]
+            first = bool(result[1])
             await session.commit()
-        if row.behaviour == "timeout" and first is not None:
+        if row.behaviour == "timeout" and first:
             # The charge is recorded, the answer is lost; a retry with the key gets it.
             raise GatewayTimeout("the offline gateway did not answer (test card 0119)")
         return _state(row, hold_overdue=False)

@@ -19,21 +19,23 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from booking.errors import HoldStateConflict, OrderNotFound
+from booking.errors import HoldExpired, HoldNotFound, HoldStateConflict, OrderNotFound
 from booking.holds import service as holds
 from booking.holds.models import Hold, HoldState
 from booking.holds.policy import HoldPolicy
 from booking.holds.service import Owner
 from booking.inventory.service import busy_is_retryable
+from booking.inventory.transitions import Move, guard
 from booking.orders.models import Order, OrderState
-from booking.orders.service import OrderView, Outcome, cancel_order, confirm_hold
+from booking.orders.service import OrderView, Outcome, cancel_order, confirm_hold, confirm_paid
 from booking.outbox import Topic, emit
 from booking.payments.gateway import Gateway, GatewayError, GatewayPayment, GatewayStatus, GatewayTimeout
 from booking.payments.models import Payment, PaymentProvider, PaymentState, Refund, RefundState
+from booking.sqltext import param, sql
 
 # A pending payment is asked about again after this long even if its hold is not overdue
 # (a create that timed out, a webhook that never came).
@@ -69,6 +71,64 @@ def refund_key(reason: str, subject: uuid.UUID) -> str:
     return f"boxoffice-refund-{reason}-{subject}"
 
 
+@dataclass(frozen=True)
+class OpenedPayment:
+    """The hold's live payment as step 1 left it."""
+
+    id: uuid.UUID
+    hold_id: uuid.UUID
+    provider: PaymentProvider
+    state: PaymentState
+    amount_minor: int
+    currency: str
+    order_id: uuid.UUID | None
+    failure_code: str | None
+
+
+def _open_payment_sql(owner_clause: str) -> str:
+    """Step 1 in one statement: lock the hold (the caller's only), find its live payment, or
+    move it to ``paying`` with its units kept for the payment grace and record a new one.
+
+    The units are extended under the transition table's EXTEND guard, in id order; the hold
+    and payment rows are written whenever the hold may be paid for, and the caller rolls back
+    when fewer units were extended than the hold has (its deadline passed first).
+    """
+    extend = f"({sql(guard(Move.EXTEND, hold_id=param('hold_id')))})"
+    paying_from = ", ".join(f"'{state.value}'" for state in sorted(holds.HOLD_MOVES["start_payment"][0]))
+    return (
+        "WITH h AS (SELECT id, state, quantity, total_minor, currency, expires_at,"  # noqa: S608
+        "  least(now() + :grace, created_at + :max_lifetime + :grace) AS deadline, now() AS now"
+        f"  FROM holds WHERE id = :hold_id{owner_clause} FOR UPDATE),"
+        " live AS (SELECT p.id, p.provider, p.state, p.amount_minor, p.currency, p.order_id,"
+        "  p.failure_code FROM payments p, h WHERE p.hold_id = h.id AND p.state IN ('pending', 'succeeded')"
+        "  ORDER BY p.created_at DESC LIMIT 1),"
+        " ok AS (SELECT h.id, h.deadline, h.total_minor, h.currency FROM h"
+        f"  WHERE NOT EXISTS (SELECT 1 FROM live) AND h.state IN ({paying_from})"
+        "  AND h.expires_at > h.now AND h.deadline > h.now),"
+        " locked AS (SELECT inventory_units.id FROM inventory_units, ok"
+        "  WHERE inventory_units.hold_id = ok.id ORDER BY inventory_units.id FOR UPDATE OF inventory_units),"
+        " extended AS (UPDATE inventory_units SET held_until = ok.deadline, updated_at = now() FROM ok"
+        f"  WHERE inventory_units.id IN (SELECT id FROM locked) AND {extend} RETURNING inventory_units.id),"
+        " moved AS (UPDATE holds SET state = 'paying', expires_at = ok.deadline FROM ok"
+        "  WHERE holds.id = ok.id RETURNING holds.id),"
+        " created AS (INSERT INTO payments (hold_id, provider, amount_minor, currency)"
+        "  SELECT ok.id, :provider, ok.total_minor, ok.currency FROM ok, moved"
+        "  RETURNING id, provider, state, amount_minor, currency)"
+        " SELECT h.state, h.quantity, h.expires_at > h.now AND h.deadline > h.now,"
+        "  (SELECT count(*) FROM extended),"
+        "  l.id, l.provider, l.state, l.amount_minor, l.currency, l.order_id, l.failure_code,"
+        "  c.id, c.amount_minor, c.currency"
+        " FROM h LEFT JOIN live l ON true LEFT JOIN created c ON true"
+    )
+
+
+_OPEN_PAYMENT = {
+    "fan": text(_open_payment_sql(" AND fan_id = :owner_id")),
+    "staff": text(_open_payment_sql(" AND staff_key_id = :owner_id")),
+    "anyone": text(_open_payment_sql("")),
+}
+
+
 async def _open_payment(
     session: AsyncSession,
     *,
@@ -76,34 +136,74 @@ async def _open_payment(
     hold_id: uuid.UUID,
     provider: PaymentProvider,
     policy: HoldPolicy,
-) -> tuple[Payment, bool]:
+) -> tuple[OpenedPayment, bool]:
     """Step 1: the hold's live payment, or a new one with the hold moved to ``paying``.
-    Returns the payment and whether this call created it.
+    Returns the payment and whether this call created it. One round trip.
 
     Raises:
         HoldNotFound, HoldExpired, HoldStateConflict (confirmed or ended, or another
         provider's payment is in progress), InventoryBusy.
     """
-    hold, _ = await holds.lock_hold(session, hold_id, owner)
-    live = await session.scalar(
-        select(Payment)
-        .where(Payment.hold_id == hold_id, Payment.state.in_([PaymentState.PENDING, PaymentState.SUCCEEDED]))
-        .execution_options(populate_existing=True)
-    )
-    if live is not None:
-        if live.provider != provider and live.state == PaymentState.PENDING:
-            raise HoldStateConflict(
-                hold.state.value, f"pay with {provider.value} while a payment is in progress for"
-            )
-        return live, False
-    await holds.start_payment(session, owner=owner, hold_id=hold_id, policy=policy)
-    payment = Payment(
-        hold_id=hold_id, provider=provider, amount_minor=hold.total_minor, currency=hold.currency
-    )
-    session.add(payment)
+    if owner is None:
+        statement, owner_id = _OPEN_PAYMENT["anyone"], None
+    elif owner.fan_id is not None:
+        statement, owner_id = _OPEN_PAYMENT["fan"], owner.fan_id
+    else:
+        statement, owner_id = _OPEN_PAYMENT["staff"], owner.staff_key_id
+    params = {
+        "hold_id": hold_id,
+        "owner_id": owner_id,
+        "provider": provider.value,
+        "grace": policy.payment_grace,
+        "max_lifetime": policy.max_lifetime,
+    }
     async with busy_is_retryable():
-        await session.flush()
-    return payment, True
+        row = (await session.execute(statement, params)).first()
+    if row is None:
+        raise HoldNotFound()
+    state, quantity, in_time, extended, live_id, *live, new_id, amount, currency = row
+    if live_id is not None:
+        live_provider, live_state, live_amount, live_currency, order_id, failure_code = live
+        if live_provider != provider and live_state == PaymentState.PENDING:
+            raise HoldStateConflict(state, f"pay with {provider.value} while a payment is in progress for")
+        payment = OpenedPayment(
+            live_id,
+            hold_id,
+            PaymentProvider(live_provider),
+            PaymentState(live_state),
+            live_amount,
+            live_currency,
+            order_id,
+            failure_code,
+        )
+        return payment, False
+    if state not in {s.value for s in holds.HOLD_MOVES["start_payment"][0]}:
+        # The statement waited for the hold's lock and saw the hold as its holder left it,
+        # but read payments as they were before the wait: a settlement that just confirmed
+        # the hold is only visible to a new statement.
+        settled = await session.scalar(
+            select(Payment)
+            .where(
+                Payment.hold_id == hold_id, Payment.state.in_([PaymentState.PENDING, PaymentState.SUCCEEDED])
+            )
+            .execution_options(populate_existing=True)
+        )
+        if settled is not None:
+            return OpenedPayment(
+                settled.id,
+                hold_id,
+                settled.provider,
+                settled.state,
+                settled.amount_minor,
+                settled.currency,
+                settled.order_id,
+                settled.failure_code,
+            ), False
+        raise HoldStateConflict(state, "pay for")
+    if not in_time or extended != quantity:
+        raise HoldExpired()
+    assert new_id is not None, "an open hold in time always gets its payment"
+    return OpenedPayment(new_id, hold_id, provider, PaymentState.PENDING, amount, currency, None, None), True
 
 
 async def checkout(
@@ -158,6 +258,15 @@ async def checkout(
             await session.commit()
         return settled_now
     async with sessions() as session:
+        order_id = None
+        if answer.status == GatewayStatus.SUCCEEDED:
+            order_id = await confirm_paid(
+                session, payment_id=payment_id, hold_id=hold_id, ref=answer.ref or None
+            )
+        if order_id is not None:
+            await session.commit()
+            return Settlement(payment_id, hold_id, gateway.provider, Result.CONFIRMED, order_id=order_id)
+        await session.rollback()
         outcome = await settle(session, payment_id, answer)
         await session.commit()
     return Settlement(
@@ -289,7 +398,7 @@ async def _late_success_after_failure(
     return Settlement(payment.id, payment.hold_id, payment.provider, Result.REFUND_REQUIRED)
 
 
-def _settlement_of(payment: Payment) -> Settlement:
+def _settlement_of(payment: Payment | OpenedPayment) -> Settlement:
     if payment.state == PaymentState.SUCCEEDED:
         result = Result.CONFIRMED if payment.order_id is not None else Result.REFUND_REQUIRED
     elif payment.state == PaymentState.PENDING:

@@ -8,6 +8,7 @@ replaces the guarded sale with a read-then-write (test code only) and must doubl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -93,14 +94,15 @@ async def _trial(
                 await session.commit()
         except BookingError:
             return
-        await payments.checkout(
-            sessions,
-            gateway=gateway,
-            owner=rival,
-            hold_id=taken.id,
-            method={"card_number": offline.SUCCESS},
-            policy=POLICY,
-        )
+        with contextlib.suppress(BookingError):  # its seat was sold from under it meanwhile
+            await payments.checkout(
+                sessions,
+                gateway=gateway,
+                owner=rival,
+                hold_id=taken.id,
+                method={"card_number": offline.SUCCESS},
+                policy=POLICY,
+            )
 
     async def payment_lands() -> None:
         await asyncio.sleep(rng.uniform(0, 0.03))
