@@ -8,7 +8,7 @@ import multiprocessing.process
 from typing import Any
 
 from redis import Redis
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker
 
 from daemon.periodic import start_ticker
 
@@ -29,12 +29,19 @@ def queue(redis: Redis, name: str = "default") -> Queue:
     return Queue(name, connection=redis)
 
 
-class TickingWorker(Worker):
-    """An rq worker that keeps its ticker process alive.
+class TickingWorker(SimpleWorker):
+    """An rq worker that runs jobs in its own process and keeps its ticker process alive.
+
+    In its own process, not a forked work horse per job: the daemon's jobs are many and
+    short (the relay every second, mail in batches), and a fork per job re-imported the PDF
+    and font libraries and configured the ORM again every time, which cost more than the
+    jobs. A job that hangs is still ended by its timeout (rq's SIGALRM death penalty works
+    in the main process), and a worker that dies is restarted by its supervisor; the jobs
+    are idempotent, so one interrupted by either runs again.
 
     Without a ticker no periodic job is enqueued (no outbox relay, no sweeper), and nothing
     else would notice: so between jobs the worker checks the ticker and starts a new one if
-    it died. The check runs in the worker's main loop, never in a forked work horse.
+    it died. The check runs in the worker's main loop, between jobs.
     """
 
     def __init__(self, *args: Any, ticker_url: str | None = None, **kwargs: Any) -> None:

@@ -14,6 +14,8 @@ import uuid
 from email.message import EmailMessage
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from booking import mail
 from booking.keys import load_signing_keys
 from booking.settings import Settings, get_settings
@@ -49,19 +51,53 @@ async def deliver(message: EmailMessage, settings: Settings | None = None) -> st
     return str(await asyncio.to_thread(_write_eml, settings.data_dir / "mail", message))
 
 
+async def _confirmation(
+    session: AsyncSession, settings: Settings, order_id: str, fact_id: str
+) -> EmailMessage | None:
+    message = await mail.order_confirmation(
+        session,
+        order_id=uuid.UUID(order_id),
+        message_id=uuid.UUID(fact_id),
+        sender=settings.mail_from,
+        signing_key=load_signing_keys(settings).ticket_key,
+    )
+    # Nothing is written: end the read so the connection is not left idle in a transaction
+    # while the message goes out.
+    await session.rollback()
+    return message
+
+
 async def send_order_confirmation(order_id: str, fact_id: str) -> str | None:
-    """After ``order.confirmed``: the fan's tickets, as PDFs, by email."""
+    """One ``order.confirmed`` fact: the fan's tickets, as PDFs, by email. (The relay batches
+    them through ``send_order_confirmations``; this one serves jobs already queued.)"""
     settings = get_settings()
-    keys = load_signing_keys(settings)
     async with job_session() as session:
-        message = await mail.order_confirmation(
-            session,
-            order_id=uuid.UUID(order_id),
-            message_id=uuid.UUID(fact_id),
-            sender=settings.mail_from,
-            signing_key=keys.ticket_key,
-        )
+        message = await _confirmation(session, settings, order_id, fact_id)
     return await deliver(message, settings) if message is not None else None
+
+
+async def send_order_confirmations(items: list[tuple[str, str]]) -> int:
+    """A batch of ``order.confirmed`` facts, as (order id, fact id): one job and one
+    database session for all of them, so a burst of orders costs the daemon one job's
+    overhead rather than one per order. Each message is built and sent on its own; a failure
+    of one does not stop the others, and the job fails at the end (RQ retries it; those sent
+    already go again with the same Message-ID). Returns how many were sent."""
+    settings = get_settings()
+    sent = 0
+    failures: list[str] = []
+    async with job_session() as session:
+        for order_id, fact_id in items:
+            try:
+                message = await _confirmation(session, settings, order_id, fact_id)
+                if message is not None:
+                    await deliver(message, settings)
+                    sent += 1
+            except Exception as error:
+                await session.rollback()
+                failures.append(f"{order_id}: {type(error).__name__}: {error}")
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(items)} confirmations failed; first: {failures[0]}")
+    return sent
 
 
 async def send_refund_notice(hold_id: str, reason: str, fact_id: str) -> str | None:

@@ -16,11 +16,10 @@ from rq.exceptions import DuplicateJobError
 from rq.timeouts import JobTimeoutException
 
 from booking.catalog.search import EVENT_CHANGED
-from booking.outbox import Message, RelayResult, Topic, relay_batch
+from booking.outbox import LEGACY_TOPICS, Message, RelayResult, Topic, relay_batch
 from jobs.db import job_session, redis_url
 
 SEEN_TTL = int(dt.timedelta(days=7).total_seconds())
-HOLDS_QUEUE = "holds"
 DEFAULT_QUEUE = "default"
 
 
@@ -34,38 +33,36 @@ def seatmap_version_key(event_id: str) -> str:
     return f"boxoffice:event:{{{event_id}}}:seatmap-version"
 
 
-def expiry_job_id(hold_id: str, deadline: dt.datetime) -> str:
-    # One job per hold and deadline: a renewal schedules a new one, a re-relay does not.
-    return f"expire-{hold_id}-{int(deadline.timestamp())}"
-
-
 class Consumers:
+    """What the relay does with each topic. ``deliver`` only collects; ``flush`` does the
+    Redis work of a whole batch in a few round trips (the relay calls it before it records
+    the batch as delivered, so a failed flush leaves the batch pending, to be retried)."""
+
     # The topics acted on here; others stay pending on the outbox for their own consumer.
     TOPICS = frozenset(
         {
-            Topic.HOLD_CREATED,
-            Topic.HOLD_RENEWED,
-            Topic.HOLD_PAYING,
             Topic.UNITS_CHANGED,
             Topic.ORDER_CONFIRMED,
             Topic.ORDER_REFUNDED,
             Topic.HOLD_REFUND_REQUIRED,
             EVENT_CHANGED,
+            # Written by earlier versions to schedule one expiry job per hold; the sweeper
+            # expires holds by their deadline now, so rows left from then are only drained.
+            *LEGACY_TOPICS,
         }
     )
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self.holds_queue = Queue(HOLDS_QUEUE, connection=redis)
         self.default_queue = Queue(DEFAULT_QUEUE, connection=redis)
+        self._units: list[Message] = []
+        self._confirmations: list[Message] = []
 
     async def deliver(self, message: Message) -> None:
-        if message.topic in (Topic.HOLD_CREATED, Topic.HOLD_RENEWED, Topic.HOLD_PAYING):
-            self.schedule_expiry(message)
-        elif message.topic == Topic.UNITS_CHANGED:
-            self.publish_units(message)
+        if message.topic == Topic.UNITS_CHANGED:
+            self._units.append(message)
         elif message.topic == Topic.ORDER_CONFIRMED:
-            self.enqueue_once(message, "jobs.mail.send_order_confirmation", message.payload["order_id"])
+            self._confirmations.append(message)
         elif message.topic == Topic.HOLD_REFUND_REQUIRED:
             # The refund itself was recorded with the settlement; pay it back now rather than
             # at the next periodic round, and tell the fan why.
@@ -82,6 +79,28 @@ class Consumers:
             self.enqueue_once(
                 message, "jobs.search.refresh_event_search", message.payload["event_id"], job="search"
             )
+
+    async def flush(self) -> None:
+        units, self._units = self._units, []
+        confirmations, self._confirmations = self._confirmations, []
+        if units:
+            self.publish_units(units)
+        if confirmations:
+            # One mail job per batch, not per order: a burst of orders costs one job's
+            # overhead. Named by its first fact, so a batch relayed again is not enqueued
+            # twice; should a retry group the facts differently, a message may go out twice
+            # with the same Message-ID, which mail clients fold.
+            with contextlib.suppress(DuplicateJobError):
+                self.default_queue.enqueue(
+                    "jobs.mail.send_order_confirmations",
+                    [(m.payload["order_id"], str(m.event_id)) for m in confirmations],
+                    job_id=f"confirmations-{confirmations[0].event_id}",
+                    unique=True,
+                    retry=Retry(max=5, interval=[5, 30, 120, 600, 1800]),
+                    result_ttl=3600,
+                    failure_ttl=7 * 86400,
+                    job_timeout=max(60, 2 * len(confirmations)),
+                )
 
     def enqueue_once(self, message: Message, func: str, *args: object, job: str | None = None) -> None:
         """One job per message and kind: a re-relayed message does not enqueue it twice.
@@ -100,39 +119,36 @@ class Consumers:
                 failure_ttl=7 * 86400,
             )
 
-    def schedule_expiry(self, message: Message) -> None:
-        hold_id = str(message.payload["hold_id"])
-        deadline = dt.datetime.fromisoformat(str(message.payload["expires_at"]))
-        with contextlib.suppress(DuplicateJobError):  # already scheduled: a repeated message
-            self.holds_queue.enqueue_at(
-                deadline,
-                "jobs.holds.expire_hold",
-                hold_id,
-                job_id=expiry_job_id(hold_id, deadline),
-                unique=True,
-                retry=Retry(max=3, interval=[1, 5, 15]),
-                result_ttl=3600,
-            )
+    def publish_units(self, messages: list[Message]) -> None:
+        """Bump each event's seat-map version once and publish every change, once per
+        message, in two round trips for the whole batch.
 
-    def publish_units(self, message: Message) -> None:
-        """Bump the event's seat-map version and publish the change, once per message.
-
-        The message is remembered only after the publish succeeds: a Redis error leaves it
-        to be retried rather than marked seen and never published. A crash between the two
-        publishes it twice, which listeners tolerate (updates carry the message id)."""
-        seen = f"boxoffice:seen:units:{message.event_id}"
-        if self.redis.exists(seen):
+        A message is remembered only in the same pipeline as its publish, after it: a Redis
+        error leaves it to be retried rather than marked seen and never published. A crash
+        between the two publishes it twice, which listeners tolerate (updates carry the
+        message id)."""
+        seen_keys = [f"boxoffice:seen:units:{m.event_id}" for m in messages]
+        already = self.redis.mget(seen_keys)
+        fresh = [(m, key) for m, key, done in zip(messages, seen_keys, already, strict=True) if done is None]
+        if not fresh:
             return
-        event_id = str(message.payload["event_id"])
-        version = self.redis.incr(seatmap_version_key(event_id))
-        update = {
-            "id": str(message.event_id),
-            "version": version,
-            "unit_ids": message.payload["unit_ids"],
-            "state": message.payload["state"],
-        }
-        self.redis.publish(units_channel(event_id), json.dumps(update))
-        self.redis.set(seen, 1, ex=SEEN_TTL)
+        events = sorted({str(m.payload["event_id"]) for m, _ in fresh})
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id in events:
+            pipe.incr(seatmap_version_key(event_id))
+        versions = dict(zip(events, pipe.execute(), strict=True))
+        pipe = self.redis.pipeline(transaction=False)
+        for message, key in fresh:
+            event_id = str(message.payload["event_id"])
+            update = {
+                "id": str(message.event_id),
+                "version": versions[event_id],
+                "unit_ids": message.payload["unit_ids"],
+                "state": message.payload["state"],
+            }
+            pipe.publish(units_channel(event_id), json.dumps(update))
+            pipe.set(key, 1, ex=SEEN_TTL)
+        pipe.execute()
 
 
 async def relay_outbox(limit: int = 500) -> dict[str, int]:
@@ -149,6 +165,7 @@ async def relay_outbox(limit: int = 500) -> dict[str, int]:
                     topics=Consumers.TOPICS,
                     limit=limit,
                     fatal=(JobTimeoutException,),
+                    flush=consumers.flush,
                 )
                 delivered += result.delivered
                 failed += result.failed

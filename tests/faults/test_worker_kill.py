@@ -1,8 +1,8 @@
 """Promise 3 with the daemon dying: a worker killed with SIGKILL mid-job loses nothing.
 
-The expiry job of one hold is caught mid-transaction (the test holds that hold's row lock,
-so the job waits inside its transaction), the worker's whole process group is SIGKILLed,
-and a fresh worker must leave every expired hold tidied within a sweeper interval.
+The sweeper is caught mid-transaction (the test holds the row lock of one expired hold's
+unit, so the sweeper waits inside its transaction), the worker's whole process group is
+SIGKILLed, and a fresh worker must leave every expired hold tidied within a sweeper interval.
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ async def test_sigkill_mid_expiry_job_then_restart_tidies_everything(
     watcher = psycopg.connect(_conninfo(database_url), autocommit=True)
     worker = _start_worker(database_url, redis_url)
     try:
-        blocker.execute("SELECT 1 FROM holds WHERE id = %s FOR UPDATE", (victim,))
-        # Wait until the worker is inside the victim's expiry job, waiting on our lock.
+        blocker.execute("SELECT 1 FROM inventory_units WHERE hold_id = %s FOR UPDATE", (victim,))
+        # Wait until the worker's sweeper is inside the victim's tidy-up, waiting on our lock.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             waiting = watcher.execute(
@@ -101,13 +101,13 @@ async def test_sigkill_mid_expiry_job_then_restart_tidies_everything(
                 break
             await asyncio.sleep(0.1)
         else:
-            pytest.fail("the expiry job never reached the locked hold")
+            pytest.fail("the sweeper never reached the locked hold")
         _kill(worker)
     finally:
         blocker.rollback()
         blocker.close()
         watcher.close()
-    assert (await holds.get_hold(session, victim)).state == "active"  # the killed job did nothing
+    assert (await holds.get_hold(session, victim)).state == "active"  # the killed sweep did nothing
 
     worker = _start_worker(database_url, redis_url)
     try:
@@ -123,10 +123,10 @@ async def test_with_redis_wiped_the_sweeper_alone_tidies_everything(
     await _short_holds(session, 10)
     worker = _start_worker(database_url, redis_url)
     try:
-        await asyncio.sleep(2)  # the relay has scheduled the expiry jobs by now
+        await asyncio.sleep(2)  # the worker has relayed and ticked by now
     finally:
         _kill(worker)
-    Redis.from_url(redis_url).flushdb()  # every scheduled expiry job is gone
+    Redis.from_url(redis_url).flushdb()  # every queued and scheduled job is gone
     await asyncio.sleep(1.5)  # past the 3 s deadline
     worker = _start_worker(database_url, redis_url)
     try:
