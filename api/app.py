@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request
+from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -17,6 +18,7 @@ from api.auth import COMPONENTS, provide_fan
 from api.idempotency import STATE_KEY as IDEMPOTENT_SESSION
 from api.idempotency import IdempotencyMiddleware
 from api.openapi import document_problems
+from api.overload import InFlightLimit
 from api.problems import exception_handlers, problem_details
 from api.routes.availability import AvailabilityController
 from api.routes.box_office import BoxOfficeController
@@ -32,6 +34,7 @@ from api.routes.staff import StaffController
 from api.routes.webhooks import stripe_webhook
 from api.staff import AuditMiddleware, provide_staff, record_success
 from booking import __version__
+from booking.accounts.fans import PrincipalCache
 from booking.db import make_async_engine, make_sessionmaker
 from booking.keys import load_signing_keys
 from booking.payments.registry import Gateways
@@ -76,7 +79,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine = make_async_engine(database_url)
+        # A bounded pool with a short wait: a burst beyond it is answered 503 at once (see
+        # api.overload), never queued into 30-second timeouts.
+        engine = make_async_engine(
+            database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=0,
+            pool_timeout=settings.db_pool_timeout_seconds,
+        )
         redis = Redis.from_url(redis_url)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
@@ -113,10 +123,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "staff": Provide(provide_staff),
         },
         lifespan=[lifespan, rq_redis_lifespan],
-        # Audit outermost: it sees the final answer, including an idempotency replay or 409.
-        middleware=[AuditMiddleware(), IdempotencyMiddleware()],
+        # The in-flight bound first, so a refused request costs nothing else. Audit next: it
+        # sees the final answer, including an idempotency replay or 409.
+        middleware=[InFlightLimit(settings.max_in_flight), AuditMiddleware(), IdempotencyMiddleware()],
         plugins=[problem_details],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        # ``cache=True`` routes (an event's detail and availability) are at most a second old.
+        response_cache_config=ResponseCacheConfig(default_expiration=1),
         openapi_config=OpenAPIConfig(
             title="Boxoffice",
             version=__version__,
@@ -124,7 +137,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             components=COMPONENTS,
         ),
-        state=State({"settings": settings, "signing_keys": load_signing_keys(settings)}),
+        state=State(
+            {
+                "settings": settings,
+                "signing_keys": load_signing_keys(settings),
+                "fan_principals": PrincipalCache(),
+            }
+        ),
     )
     document_problems(app)
     return app

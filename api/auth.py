@@ -6,15 +6,15 @@ problem+json otherwise. Handlers that do not ask for it never look at the header
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from litestar import Request
-from litestar.di import NamedDependency
 from litestar.openapi.spec import Components, SecurityScheme
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts import fans
 from booking.errors import NotAuthenticated
+from booking.idempotency import IDEMPOTENT_SESSION
 
 BEARER = "fanToken"
 SECURITY: list[dict[str, list[str]]] = [{BEARER: []}]
@@ -44,11 +44,31 @@ def bearer_token(request: Request[Any, Any, Any]) -> str | None:
     return token.strip()
 
 
-async def provide_fan(
-    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
-) -> fans.Principal:
-    """Raises: NotAuthenticated (no, unknown, expired or revoked token)."""
+async def provide_fan(request: Request[Any, Any, Any]) -> fans.Principal:
+    """The signed-in fan, from this process's cache of recently verified tokens or else one
+    short read of its own.
+
+    Deliberately not the request's session: a route that takes ``fan`` but no
+    ``db_session`` (checkout, which calls the payment provider between its transactions)
+    then holds no connection at all while it waits.
+
+    Raises: NotAuthenticated (no, unknown, expired or revoked token).
+    """
     token = bearer_token(request)
     if token is None:
         raise NotAuthenticated("Send Authorization: Bearer <token>, from POST /sessions.")
-    return await fans.authenticate(db_session, token)
+    state = request.app.state
+    cache: fans.PrincipalCache = state.fan_principals
+    now = time.monotonic()
+    principal = cache.get(token, now)
+    if principal is None:
+        # Under an Idempotency-Key the request already has its session (and connection):
+        # one request never needs two connections at once.
+        owned = request.scope.get("state", {}).get(IDEMPOTENT_SESSION)
+        if owned is not None:
+            principal = await fans.authenticate(owned, token)
+        else:
+            async with state.sessionmaker() as session:
+                principal = await fans.authenticate(session, token)
+        cache.put(token, principal, now)
+    return principal

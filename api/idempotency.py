@@ -21,11 +21,11 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.problems import problem_type
+from api.problems import problem_type, retry_after
 from booking.errors import BookingError
-from booking.idempotency import StoredResponse, run_once
+from booking.idempotency import IDEMPOTENT_SESSION, StoredResponse, run_once
 
-STATE_KEY = "boxoffice.db_session"
+STATE_KEY = IDEMPOTENT_SESSION
 METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_BODY = 1024 * 1024
 # Headers that describe one transmission, not the answer: never stored or replayed.
@@ -47,7 +47,10 @@ def _problem(status: int, code: str, title: str, detail: str) -> StoredResponse:
 
 
 def render_error(error: BookingError) -> StoredResponse:
-    return _problem(error.status, error.code, error.title, error.detail)
+    response = _problem(error.status, error.code, error.title, error.detail)
+    if (seconds := retry_after(error)) is not None:
+        response.headers["retry-after"] = str(seconds)
+    return response
 
 
 async def _send(send: Send, response: StoredResponse, *, replayed: bool) -> None:
@@ -91,7 +94,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
 
         async def operation(session: AsyncSession) -> StoredResponse:
             scope.setdefault("state", {})[STATE_KEY] = session
-            # A 4xx or 5xx undoes the route's work (run_once rolls its savepoint back).
+            # A 4xx or 5xx undoes the route's work (run_once rolls its transaction back).
             return await _capture(next_app, scope, body)
 
         try:

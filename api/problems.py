@@ -14,6 +14,7 @@ from litestar.plugins.problem_details import (
 )
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from booking.errors import BookingError
 
@@ -31,8 +32,18 @@ def problem(status: int, code: str, title: str, detail: str = "", **extra: Any) 
     )
 
 
+def retry_after(error: BookingError) -> int | None:
+    """Seconds a client should wait before retrying: every 503 says when."""
+    if error.status != 503:
+        return None
+    return int(error.extra.get("retry_after", 1))
+
+
 def _from_booking(error: BookingError) -> ProblemDetailsException:
-    return problem(error.status, error.code, error.title, error.detail, **error.extra)
+    exc = problem(error.status, error.code, error.title, error.detail, **error.extra)
+    if (seconds := retry_after(error)) is not None:
+        exc.headers = {"Retry-After": str(seconds)}
+    return exc
 
 
 def _from_http(error: HTTPException) -> ProblemDetailsException:
@@ -59,6 +70,14 @@ def _unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[
     return exc.to_response(request)
 
 
+def _pool_exhausted(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    # Every pooled connection stayed busy for the whole (short) pool wait: the process is
+    # overloaded, which is a 503 to retry, never a 500.
+    exc = problem(503, "overloaded", "Too many requests at once", "Try again in a moment.")
+    exc.headers = {"Retry-After": "1"}
+    return exc.to_response(request)
+
+
 def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return problem(500, "internal-error", "Internal error").to_response(request)
@@ -72,6 +91,7 @@ problem_details = ProblemDetailsPlugin(
 )
 
 exception_handlers = {
+    PoolTimeout: _pool_exhausted,
     OperationalError: _unavailable,
     InterfaceError: _unavailable,
     RedisError: _unavailable,

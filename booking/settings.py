@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,27 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=2, ge=1, le=64)
     worker_count: int = Field(default=1, ge=1, le=32)
+    api_server: Literal["granian", "uvicorn"] = Field(
+        default="uvicorn", description="The ASGI server `boxoffice serve` and `boxoffice up` run."
+    )
+    access_log: bool = Field(
+        default=False, description="Log every request (off: one line per request costs)."
+    )
+    db_pool_size: int = Field(
+        default=10, ge=1, le=200, description="Database connections per API process (no overflow)."
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=30,
+        description="How long a request waits for a pooled connection before it is answered 503.",
+    )
+    max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Requests one API process works on at once; more are answered 503 at once.",
+    )
 
     smtp_host: str | None = Field(default=None, description="Unset: mail is written as .eml files.")
     smtp_port: int = Field(default=587, ge=1, le=65535)

@@ -238,10 +238,12 @@ class AvailabilityController(Controller):
 
     @get(
         "/availability",
-        summary="Places left per tier, counted live",
+        cache=True,
+        summary="Places left per tier, counted at most a second ago",
         description=(
-            "For each price tier of the event, how many places a hold could take right now, "
-            "counted in the database at request time: it never lags a sale."
+            "For each price tier of the event, how many places a hold could take, counted in "
+            "the database at most a second ago (`as_of` says when). Holds decide who gets a "
+            "place; this count only informs."
         ),
         responses={404: NOT_FOUND},
     )

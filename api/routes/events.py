@@ -62,18 +62,27 @@ def _text_param(max_length: int, description: str) -> Any:
     return Parameter(pattern=STORABLE_TEXT, max_length=max_length, description=description)
 
 
+# Reads are served from a per-process cache of whole responses (Litestar's response cache):
+# a listing may lag a few seconds, an event's detail (with its places left) one second, so
+# thousands of fans refreshing during an on-sale cost the database a query per second per
+# distinct page instead of one per refresh.
+SEARCH_CACHE_SECONDS = 3
+
+
 class EventController(Controller):
     path = "/events"
     tags = ["events"]
 
     @get(
         "/",
+        cache=SEARCH_CACHE_SECONDS,
         summary="Find upcoming events",
         description=(
             "Published events that have not ended. With `q`, best match first (title and performer "
             "count most, then venue and city, then description; small typos are forgiven); "
             "otherwise soonest first. All filters given must hold. `facets` counts events per "
-            "category under all the other filters. Page with `next_cursor`, keeping the filters."
+            "category under all the other filters. Page with `next_cursor`, keeping the filters. "
+            f"Answers may be up to {SEARCH_CACHE_SECONDS} s old."
         ),
     )
     async def list_events(
@@ -136,8 +145,12 @@ class EventController(Controller):
 
     @get(
         "/{event_id:uuid}",
+        cache=True,
         summary="One event",
-        description="The event, its venue, and each price tier with how many places are left.",
+        description=(
+            "The event, its venue, and each price tier with how many places are left "
+            "(counted at most a second ago)."
+        ),
     )
     async def get_event(
         self, db_session: NamedDependency[AsyncSession], event_id: FromPath[uuid.UUID]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import msgspec
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -81,15 +82,23 @@ class FanController(Controller):
 
     @delete("/sessions/current", summary="Sign out (revoke this token)", security=SECURITY)
     async def sign_out(
-        self, db_session: NamedDependency[AsyncSession], fan: NamedDependency[fans.Principal]
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        fan: NamedDependency[fans.Principal],
     ) -> None:
         await fans.sign_out(db_session, fan)
+        request.app.state.fan_principals.forget_session(fan.session_id)
 
     @delete("/sessions", summary="Sign out everywhere (revoke every token)", security=SECURITY)
     async def sign_out_everywhere(
-        self, db_session: NamedDependency[AsyncSession], fan: NamedDependency[fans.Principal]
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        fan: NamedDependency[fans.Principal],
     ) -> None:
         await fans.sign_out_everywhere(db_session, fan.fan_id)
+        request.app.state.fan_principals.forget_fan(fan.fan_id)
 
     @get("/me", summary="The signed-in fan", security=SECURITY)
     async def me(

@@ -13,6 +13,7 @@ import hashlib
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -152,6 +153,48 @@ async def authenticate(session: AsyncSession, token: str) -> Principal:
     if row is None:
         raise NotAuthenticated()
     return Principal(fan_id=row.fan_id, session_id=row.id)
+
+
+class PrincipalCache:
+    """Bearer tokens this process verified in the last ``ttl`` seconds, so a fan's next
+    requests cost no database work to authenticate.
+
+    Keyed by the token's digest (the token itself is never kept). A revocation made through
+    this process (sign-out) drops its entries at once; one made elsewhere (another API
+    process, an operator) takes effect here within ``ttl``. Bounded: past ``max_entries`` the
+    oldest entries go first.
+    """
+
+    def __init__(self, *, ttl: float = 10.0, max_entries: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, token: str, now: float) -> Principal | None:
+        digest = token_digest(token)
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if entry[0] <= now:
+            del self._entries[digest]
+            return None
+        return entry[1]
+
+    def put(self, token: str, principal: Principal, now: float) -> None:
+        if len(self._entries) >= self.max_entries:
+            # Dicts keep insertion order: the first key is the oldest entry.
+            del self._entries[next(iter(self._entries))]
+        self._entries[token_digest(token)] = (now + self.ttl, principal)
+
+    def forget_session(self, session_id: uuid.UUID) -> None:
+        self._forget(lambda principal: principal.session_id == session_id)
+
+    def forget_fan(self, fan_id: uuid.UUID) -> None:
+        self._forget(lambda principal: principal.fan_id == fan_id)
+
+    def _forget(self, doomed: Callable[[Principal], bool]) -> None:
+        for digest in [d for d, (_, principal) in self._entries.items() if doomed(principal)]:
+            self._entries.pop(digest, None)
 
 
 async def sign_out(session: AsyncSession, principal: Principal) -> None:

@@ -2,13 +2,14 @@
 
 Two reads, two promises:
 
-- ``availability``: places left per price tier, counted by PostgreSQL at request time with the
-  claim guard. It never lags: a seat counts as left exactly when a claim would take it.
+- ``availability``: places left per price tier, counted by PostgreSQL with the claim guard: a
+  seat counts as left exactly when a claim would take it. (The API serves the count from a
+  cache at most a second old.)
 - the seat map: one entry per seat (20,000 in a stadium), too large to build per request. It
   is served by ``SeatmapCache`` from a snapshot in Redis, rebuilt from PostgreSQL only when
-  the event's seat-map version has moved past the snapshot's, or when a hold shown in it has
-  reached its deadline. It may lag a unit change by the outbox relay delay (about a second)
-  plus ``MIN_REBUILD_SECONDS``; it never decides who may buy a seat.
+  the event's seat-map version has moved past the snapshot's, when a hold shown in it has
+  reached its deadline, or when it is ``MAX_AGE_SECONDS`` old (so a change shows within about
+  a second even with no worker relaying versions). It never decides who may buy a seat.
 
 A seat is ``available`` on the map when the claim guard (``transitions.claimable``) says so at
 the snapshot's time: a held seat past its deadline is available, with or without the expiry
@@ -47,6 +48,9 @@ LOCK_SECONDS = 10
 # At most one rebuild per event per this interval, across every API process: during an
 # on-sale the version moves many times a second, and the map is allowed to lag.
 MIN_REBUILD_SECONDS = 0.5
+# A snapshot older than this is rebuilt even if no version bump reached Redis (the worker
+# that relays them may be stopped); rebuilds stay bounded by MIN_REBUILD_SECONDS.
+MAX_AGE_SECONDS = 1.0
 # How long a request with no snapshot to fall back on waits for another one's rebuild.
 WAIT_SECONDS = 3.0
 POLL_SECONDS = 0.02
@@ -346,15 +350,21 @@ def _lock_key(event_id: uuid.UUID) -> str:
 
 
 class SnapshotMeta(msgspec.Struct, frozen=True):
-    """What a stored snapshot is: the version it reflects at least, its ETag, and the wall
-    time after which a hold it shows as taken has reached its deadline (None: no such hold)."""
+    """What a stored snapshot is: the version it reflects at least, its ETag, the wall time
+    after which a hold it shows as taken has reached its deadline (None: no such hold), and
+    the wall time it was built at."""
 
     version: int
     etag: str
     fresh_until: float | None = None
+    built_at: float = 0.0
 
     def serves(self, current_version: int, now: float) -> bool:
-        return self.version >= current_version and (self.fresh_until is None or now < self.fresh_until)
+        return (
+            self.version >= current_version
+            and (self.fresh_until is None or now < self.fresh_until)
+            and now - self.built_at < MAX_AGE_SECONDS
+        )
 
 
 @dataclass(frozen=True)
@@ -509,7 +519,7 @@ class SeatmapCache:
             # distance from the snapshot's own database time, so clock skew between the
             # servers does not matter.
             fresh_until = time.time() + (states.next_change - states.as_of).total_seconds()
-        meta = SnapshotMeta(version=version, etag=etag, fresh_until=fresh_until)
+        meta = SnapshotMeta(version=version, etag=etag, fresh_until=fresh_until, built_at=time.time())
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(_meta_key(event_id), msgspec.msgpack.encode(meta), ex=SNAPSHOT_TTL_SECONDS)
             pipe.set(_body_key(event_id, False), body, ex=SNAPSHOT_TTL_SECONDS)

@@ -19,7 +19,7 @@ from console.tui.client import StaffClient
 from console.tui.holds import HoldsScreen
 from console.tui.modals import CashModal, ConfirmModal
 from console.tui.on_call import OnCallScreen
-from tests.console.conftest import LiveApi
+from tests.live_api import LiveApi
 
 PASSWORD = "correct horse battery"
 REFRESH = 0.3

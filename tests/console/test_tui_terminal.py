@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.console.conftest import LiveApi
+from tests.live_api import LiveApi
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 

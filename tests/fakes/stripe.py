@@ -178,6 +178,8 @@ class FakeStripeHTTPClient(HTTPClient):
     async def request_async(
         self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
     ) -> tuple[bytes, int, Mapping[str, str]]:
+        if self._stripe.latency_s:
+            await asyncio.sleep(self._stripe.latency_s)  # a slow network or a slow Stripe
         return self._stripe.handle(method, url, headers, post_data)
 
     def sleep_async(self, secs: float) -> Awaitable[None]:
@@ -206,6 +208,8 @@ class FakeStripe:
         self.clock = clock
         # How long a new intent stays invisible to search (Stripe's search lags writes).
         self.search_lag_s = 0.0
+        # How long every async request takes to be answered.
+        self.latency_s = 0.0
         self.intents: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []

@@ -1,0 +1,68 @@
+"""Overload is refused, not queued.
+
+A burst larger than a process can work through would otherwise pile up inside it: every
+request waiting on the connection pool, each wait ending in a timeout long after the fan gave
+up. Two bounds keep the answer fast instead. This middleware admits at most
+``max_in_flight`` requests per process at once and answers the rest at once; and the pool
+wait is short (``db_pool_timeout_seconds``), answered the same way. Both are 503
+problem+json with ``Retry-After``, which clients (and the benchmark) honour.
+"""
+
+from __future__ import annotations
+
+import json
+
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from api.problems import problem_type
+
+# Probes must still see a loaded process: a load balancer asks /health to decide where
+# traffic goes, and a process busy at its bound is healthy.
+EXEMPT = frozenset({"/health"})
+RETRY_AFTER_SECONDS = 1
+
+_BODY = json.dumps(
+    {
+        "type": problem_type("overloaded"),
+        "title": "Too many requests at once",
+        "status": 503,
+        "detail": "This server is at capacity. Try again in a moment.",
+    }
+).encode()
+_HEADERS = [
+    (b"content-type", b"application/problem+json"),
+    (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+    (b"content-length", str(len(_BODY)).encode()),
+]
+
+
+class InFlightLimit(ASGIMiddleware):
+    """At most ``limit`` HTTP requests of this process are being worked on at once.
+
+    A counter, not a queue: the event loop is single-threaded, so the check and the
+    increment cannot interleave with another request's.
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.refused = 0
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if scope["path"] in EXEMPT:
+            await next_app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            self.refused += 1
+            await send({"type": "http.response.start", "status": 503, "headers": _HEADERS})
+            await send({"type": "http.response.body", "body": _BODY, "more_body": False})
+            return
+        self.in_flight += 1
+        try:
+            await next_app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
