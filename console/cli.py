@@ -114,19 +114,51 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(min=1, max=64, help="Processes [default: BOXOFFICE_API_WORKERS]")
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(help="granian or uvicorn [default: BOXOFFICE_API_SERVER]"),
+    ] = None,
 ) -> None:
-    """Run the HTTP API (uvicorn) against the configured servers or a running `boxoffice up`."""
-    import uvicorn
-
+    """Run the HTTP API against the configured servers or a running `boxoffice up`."""
     settings = settings_of(ctx)
     _export_stack_urls(settings)
+    chosen = server or settings.api_server
+    bind = host or settings.api_host
+    listen = port or settings.api_port
+    processes = workers or settings.api_workers
+    if chosen == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces
+
+        Granian(
+            "api.app:create_app",
+            address=bind,
+            port=listen,
+            interface=Interfaces.ASGI,
+            workers=processes,
+            factory=True,
+            websockets=False,
+            log_access=settings.access_log,
+            # Granian's own lines (start-up, worker exits) still show; one per request only
+            # when asked for.
+            respawn_failed_workers=True,
+        ).serve()
+        return
+    if chosen != "uvicorn":
+        err.print(f"boxoffice: unknown server {chosen!r}: choose granian or uvicorn", highlight=False)
+        raise typer.Exit(2)
+    import uvicorn
+
     uvicorn.run(
         "api.app:create_app",
         factory=True,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        workers=workers or settings.api_workers,
+        host=bind,
+        port=listen,
+        workers=processes,
+        loop="uvloop",
+        http="httptools",
         log_level="info",
+        access_log=settings.access_log,
         proxy_headers=True,
     )
 
