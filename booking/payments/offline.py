@@ -25,8 +25,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import literal_column, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking.errors import InvalidRequest
@@ -67,6 +66,14 @@ def card_number(method: dict[str, Any]) -> str:
     return number
 
 
+_CREATE = text(
+    "INSERT INTO offline_gateway_payments AS p (idempotency_key, ref, behaviour, amount_minor, currency)"
+    " VALUES (:key, :ref, :behaviour, :amount, :currency)"
+    " ON CONFLICT (idempotency_key) DO UPDATE SET idempotency_key = excluded.idempotency_key"
+    " RETURNING p.ref, p.behaviour, p.amount_minor, p.currency, p.xmax = 0 AS inserted"
+)
+
+
 class OfflineGateway:
     provider = PaymentProvider.OFFLINE
 
@@ -87,26 +94,27 @@ class OfflineGateway:
         async with self.sessions() as session:
             # One round trip: the no-op update makes a replayed key return its stored row,
             # and a row version with no deleting transaction (xmax 0) is one just inserted.
-            result: Any = (
+            found = (
                 await session.execute(
-                    pg_insert(OfflinePayment)
-                    .values(
-                        idempotency_key=idempotency_key,
-                        ref=ref,
-                        behaviour=behaviour,
-                        amount_minor=amount_minor,
-                        currency=currency,
-                    )
-                    .on_conflict_do_update(
-                        index_elements=["idempotency_key"], set_={"idempotency_key": idempotency_key}
-                    )
-                    .returning(OfflinePayment, literal_column("xmax = 0"))
-                    .execution_options(populate_existing=True)
+                    _CREATE,
+                    {
+                        "key": idempotency_key,
+                        "ref": ref,
+                        "behaviour": behaviour,
+                        "amount": amount_minor,
+                        "currency": currency,
+                    },
                 )
             ).one()
-            row: OfflinePayment = result[0]
-            first = bool(result[1])
             await session.commit()
+        row = OfflinePayment(
+            idempotency_key=idempotency_key,
+            ref=found.ref,
+            behaviour=found.behaviour,
+            amount_minor=found.amount_minor,
+            currency=found.currency,
+        )
+        first = bool(found.inserted)
         if row.behaviour == "timeout" and first:
             # The charge is recorded, the answer is lost; a retry with the key gets it.
             raise GatewayTimeout("the offline gateway did not answer (test card 0119)")
