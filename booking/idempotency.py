@@ -28,6 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from booking.db import Base, now_default
 from booking.errors import BookingError, IdempotencyKeyInProgress, IdempotencyKeyReused, InvalidRequest
+from booking.sqltext import HotStatement
 
 KEY_LIFETIME = dt.timedelta(hours=24)
 # Where an entry point keeps the session a request under an Idempotency-Key runs in, so that
@@ -86,14 +87,14 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-_LOOK = text(
+_LOOK = HotStatement(
     "SELECT pg_try_advisory_xact_lock(hashtextextended(:lock, 0)),"
     " k.request_hash, k.response_status, k.response_headers, k.response_body, k.expires_at > now()"
     " FROM (SELECT 1) AS one LEFT JOIN idempotency_keys k ON k.scope = :scope AND k.key = :key"
 )
 # Written with the work, in its transaction. A row past its 24 hours but not yet pruned is
 # taken over; a live one means another request stored its answer first: nothing is returned.
-_STORE = text(
+_STORE = HotStatement(
     "INSERT INTO idempotency_keys AS k (scope, key, method, path, request_hash, response_status,"
     " response_headers, response_body, created_at, expires_at)"
     " VALUES (:scope, :key, :method, :path, :hash, :status, CAST(:headers AS jsonb), :body, now(),"
@@ -131,7 +132,7 @@ async def _look(session: AsyncSession, key: _Key) -> StoredResponse | None:
         IdempotencyKeyInProgress: a request with this key is running right now.
     """
     try:
-        got, stored_hash, status, headers, body, live = (await session.execute(_LOOK, key.params())).one()
+        ((got, stored_hash, status, headers, body, live),) = await _LOOK.rows(session, key.params())
     except DBAPIError as error:
         if isinstance(error.orig, pg_errors.LockNotAvailable):
             raise IdempotencyKeyInProgress("Retry after the first request has finished.") from None
@@ -149,22 +150,20 @@ async def _look(session: AsyncSession, key: _Key) -> StoredResponse | None:
 async def _store(session: AsyncSession, key: _Key, response: StoredResponse) -> bool:
     """Record ``response`` as the key's answer in the caller's transaction. False when
     another request's answer is already stored (it committed after our look began)."""
-    row = (
-        await session.execute(
-            _STORE,
-            {
-                **key.params(),
-                "method": key.method,
-                "path": key.path,
-                "hash": key.fingerprint,
-                "status": response.status,
-                "headers": json.dumps(response.headers),
-                "body": response.body,
-                "lifetime": KEY_LIFETIME,
-            },
-        )
-    ).first()
-    return row is not None
+    rows = await _STORE.rows(
+        session,
+        {
+            **key.params(),
+            "method": key.method,
+            "path": key.path,
+            "hash": key.fingerprint,
+            "status": response.status,
+            "headers": json.dumps(response.headers),
+            "body": response.body,
+            "lifetime": KEY_LIFETIME,
+        },
+    )
+    return bool(rows)
 
 
 async def _stored_after_all(sessions: async_sessionmaker[AsyncSession], key: _Key) -> Outcome:

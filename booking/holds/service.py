@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.catalog.models import Event, EventStatus, PriceTier
@@ -35,7 +35,7 @@ from booking.inventory.models import InventoryUnit, UnitState
 from booking.inventory.transitions import Move, guard
 from booking.orders.models import Order, OrderItem, OrderItemState
 from booking.outbox import Topic, emit
-from booking.sqltext import param, sql
+from booking.sqltext import HotStatement, param, sql
 
 S = HoldState
 
@@ -362,11 +362,11 @@ def _claim_sql(kind: str, *, capped: bool) -> str:
 
 
 _CLAIMS = {
-    (kind, capped): text(_claim_sql(kind, capped=capped))
+    (kind, capped): HotStatement(_claim_sql(kind, capped=capped))
     for kind in ("seats", "ga")
     for capped in (True, False)
 }
-_CAP_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:lock, 0))")
+_CAP_LOCK = HotStatement("SELECT pg_advisory_xact_lock(hashtextextended(:lock, 0))")
 
 
 async def create_hold(
@@ -412,8 +412,8 @@ async def create_hold(
         params["tier_id"] = selection.tier_id
     async with inventory.busy_is_retryable():
         if capped:
-            await session.execute(_CAP_LOCK, {"lock": f"cap:{owner.fan_id}:{event_id}"})
-        rows = (await session.execute(_CLAIMS[kind, capped], params)).all()
+            await _CAP_LOCK.rows(session, {"lock": f"cap:{owner.fan_id}:{event_id}"})
+        rows = await _CLAIMS[kind, capped].rows(session, params)
     sale_open, already, currencies, hold_id, created_at, expires_at = rows[0][:6]
     if not sale_open:
         await _open_sale(session, event_id, selection)

@@ -13,7 +13,7 @@ import enum
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.catalog.models import Event
@@ -25,7 +25,7 @@ from booking.inventory.models import InventoryUnit, UnitState
 from booking.inventory.transitions import Move, guard
 from booking.orders.models import Order, OrderChannel, OrderItem, OrderItemState, OrderState
 from booking.outbox import Topic, emit
-from booking.sqltext import param, sql
+from booking.sqltext import HotStatement, param, sql
 from booking.tickets.models import Ticket, TicketState
 
 
@@ -186,7 +186,7 @@ def _confirm_paid_sql() -> str:
     )
 
 
-_CONFIRM_PAID = text(_confirm_paid_sql())
+_CONFIRM_PAID = HotStatement(_confirm_paid_sql())
 
 
 async def confirm_paid(
@@ -214,7 +214,7 @@ async def confirm_paid(
         "units": Topic.UNITS_CHANGED,
     }
     async with inventory.busy_is_retryable():
-        found, order_id, moved = (await session.execute(_CONFIRM_PAID, params)).one()
+        ((found, order_id, moved),) = await _CONFIRM_PAID.rows(session, params)
     if not found or order_id is None:
         return None
     assert moved == 2, "the hold and the payment move with the order"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking.errors import InvalidRequest
@@ -37,6 +37,7 @@ from booking.payments.gateway import (
     GatewayTimeout,
 )
 from booking.payments.models import OfflinePayment, PaymentProvider
+from booking.sqltext import HotStatement
 
 SUCCESS = "4242424242424242"
 DECLINED = "4000000000000002"
@@ -66,7 +67,7 @@ def card_number(method: dict[str, Any]) -> str:
     return number
 
 
-_CREATE = text(
+_CREATE = HotStatement(
     "INSERT INTO offline_gateway_payments AS p (idempotency_key, ref, behaviour, amount_minor, currency)"
     " VALUES (:key, :ref, :behaviour, :amount, :currency)"
     " ON CONFLICT (idempotency_key) DO UPDATE SET idempotency_key = excluded.idempotency_key"
@@ -94,27 +95,25 @@ class OfflineGateway:
         async with self.sessions() as session:
             # One round trip: the no-op update makes a replayed key return its stored row,
             # and a row version with no deleting transaction (xmax 0) is one just inserted.
-            found = (
-                await session.execute(
-                    _CREATE,
-                    {
-                        "key": idempotency_key,
-                        "ref": ref,
-                        "behaviour": behaviour,
-                        "amount": amount_minor,
-                        "currency": currency,
-                    },
-                )
-            ).one()
+            ((found_ref, found_behaviour, found_amount, found_currency, inserted),) = await _CREATE.rows(
+                session,
+                {
+                    "key": idempotency_key,
+                    "ref": ref,
+                    "behaviour": behaviour,
+                    "amount": amount_minor,
+                    "currency": currency,
+                },
+            )
             await session.commit()
         row = OfflinePayment(
             idempotency_key=idempotency_key,
-            ref=found.ref,
-            behaviour=found.behaviour,
-            amount_minor=found.amount_minor,
-            currency=found.currency,
+            ref=found_ref,
+            behaviour=found_behaviour,
+            amount_minor=found_amount,
+            currency=found_currency,
         )
-        first = bool(found.inserted)
+        first = bool(inserted)
         if row.behaviour == "timeout" and first:
             # The charge is recorded, the answer is lost; a retry with the key gets it.
             raise GatewayTimeout("the offline gateway did not answer (test card 0119)")

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -35,7 +35,7 @@ from booking.orders.service import OrderView, Outcome, cancel_order, confirm_hol
 from booking.outbox import Topic, emit
 from booking.payments.gateway import Gateway, GatewayError, GatewayPayment, GatewayStatus, GatewayTimeout
 from booking.payments.models import Payment, PaymentProvider, PaymentState, Refund, RefundState
-from booking.sqltext import param, sql
+from booking.sqltext import HotStatement, param, sql
 
 # A pending payment is asked about again after this long even if its hold is not overdue
 # (a create that timed out, a webhook that never came).
@@ -123,9 +123,9 @@ def _open_payment_sql(owner_clause: str) -> str:
 
 
 _OPEN_PAYMENT = {
-    "fan": text(_open_payment_sql(" AND fan_id = :owner_id")),
-    "staff": text(_open_payment_sql(" AND staff_key_id = :owner_id")),
-    "anyone": text(_open_payment_sql("")),
+    "fan": HotStatement(_open_payment_sql(" AND fan_id = :owner_id")),
+    "staff": HotStatement(_open_payment_sql(" AND staff_key_id = :owner_id")),
+    "anyone": HotStatement(_open_payment_sql("")),
 }
 
 
@@ -158,9 +158,10 @@ async def _open_payment(
         "max_lifetime": policy.max_lifetime,
     }
     async with busy_is_retryable():
-        row = (await session.execute(statement, params)).first()
-    if row is None:
+        found = await statement.rows(session, params)
+    if not found:
         raise HoldNotFound()
+    row = found[0]
     state, quantity, in_time, extended, live_id, *live, new_id, amount, currency = row
     if live_id is not None:
         live_provider, live_state, live_amount, live_currency, order_id, failure_code = live
