@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=2, ge=1, le=64)
     worker_count: int = Field(default=1, ge=1, le=32)
+    worker_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How much the worker daemon yields the CPU to the API and database (Unix nice).",
+    )
     api_server: Literal["granian", "uvicorn"] = Field(
         default="uvicorn", description="The ASGI server `boxoffice serve` and `boxoffice up` run."
     )

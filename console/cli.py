@@ -176,6 +176,10 @@ def worker(
 
     settings = settings_of(ctx)
     _export_stack_urls(settings)
+    # The daemon's work (mail with PDF tickets above all) may be late by seconds, the buyers'
+    # requests may not: on a busy box the API and PostgreSQL get the CPU first.
+    if settings.worker_nice:
+        os.nice(settings.worker_nice)
     try:
         run(redis_url(settings), burst=burst, logging_level="INFO" if verbose else "WARNING")
     except (StackError, RedisError) as error:
