@@ -21,6 +21,8 @@ from jobs.db import job_session, redis_url
 
 SEEN_TTL = int(dt.timedelta(days=7).total_seconds())
 DEFAULT_QUEUE = "default"
+# Orders per confirmation-mail job: about a second of PDF rendering.
+MAIL_SLICE = 25
 
 
 def units_channel(event_id: str) -> str:
@@ -85,21 +87,24 @@ class Consumers:
         confirmations, self._confirmations = self._confirmations, []
         if units:
             self.publish_units(units)
-        if confirmations:
-            # One mail job per batch, not per order: a burst of orders costs one job's
-            # overhead. Named by its first fact, so a batch relayed again is not enqueued
-            # twice; should a retry group the facts differently, a message may go out twice
-            # with the same Message-ID, which mail clients fold.
+        # One mail job per slice of a batch, not per order: a burst of orders costs a few
+        # jobs' overhead. Slices stay small because the worker runs one job at a time and
+        # the relay (with the seat-map versions) must get its turn every second or two.
+        # Named by its first fact, so a batch relayed again is not enqueued twice; should a
+        # retry group the facts differently, a message may go out twice with the same
+        # Message-ID, which mail clients fold.
+        for start in range(0, len(confirmations), MAIL_SLICE):
+            part = confirmations[start : start + MAIL_SLICE]
             with contextlib.suppress(DuplicateJobError):
                 self.default_queue.enqueue(
                     "jobs.mail.send_order_confirmations",
-                    [(m.payload["order_id"], str(m.event_id)) for m in confirmations],
-                    job_id=f"confirmations-{confirmations[0].event_id}",
+                    [(m.payload["order_id"], str(m.event_id)) for m in part],
+                    job_id=f"confirmations-{part[0].event_id}",
                     unique=True,
                     retry=Retry(max=5, interval=[5, 30, 120, 600, 1800]),
                     result_ttl=3600,
                     failure_ttl=7 * 86400,
-                    job_timeout=max(60, 2 * len(confirmations)),
+                    job_timeout=120,
                 )
 
     def enqueue_once(self, message: Message, func: str, *args: object, job: str | None = None) -> None:
