@@ -41,6 +41,12 @@ _HEADERS = [
 class InFlightLimit(ASGIMiddleware):
     """At most ``limit`` HTTP requests of this process are being worked on at once.
 
+    Work already under way comes first: a route marked ``opt={"admission": "finish"}``
+    (checkout: the fan holds seats and is paying) may use the whole bound, every other
+    request only three quarters of it. Under overload, new holds are refused before the
+    checkouts of fans who already hold tickets, so the seats held are turned into orders
+    instead of waiting, held, while everyone retries.
+
     A counter, not a queue: the event loop is single-threaded, so the check and the
     increment cannot interleave with another request's.
     """
@@ -49,6 +55,7 @@ class InFlightLimit(ASGIMiddleware):
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.new_work_limit = max(1, limit * 3 // 4)
         self.in_flight = 0
         self.refused = 0
 
@@ -56,7 +63,8 @@ class InFlightLimit(ASGIMiddleware):
         if scope["path"] in EXEMPT:
             await next_app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
+        finishing = scope["route_handler"].opt.get("admission") == "finish"
+        if self.in_flight >= (self.limit if finishing else self.new_work_limit):
             self.refused += 1
             await send({"type": "http.response.start", "status": 503, "headers": _HEADERS})
             await send({"type": "http.response.body", "body": _BODY, "more_body": False})

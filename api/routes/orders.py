@@ -146,7 +146,8 @@ class CheckoutController(Controller):
             "`refund_required` (paid after the seats went to someone else; refunded automatically). "
             "Idempotent by the hold: no Idempotency-Key is needed, and one sent is not used."
         ),
-        opt={"idempotency_key": "natural"},
+        # Under overload a paying fan is served before new holds (api.overload).
+        opt={"idempotency_key": "natural", "admission": "finish"},
     )
     async def checkout(
         self,

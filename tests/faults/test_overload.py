@@ -176,7 +176,7 @@ async def test_requests_past_the_in_flight_bound_are_refused_at_once(
     settings: Settings, session: AsyncSession, event: SmallEvent, slow_stripe: FakeStripe
 ) -> None:
     fans = [await make_signed_in_fan(session) for _ in range(3)]
-    bounded = settings.model_copy(update={"max_in_flight": 2})
+    bounded = settings.model_copy(update={"max_in_flight": 2})  # checkouts may use both
     async with _served(bounded, slow_stripe) as client:
         holds = [
             await _hold(client, token, event, seat)
@@ -265,3 +265,35 @@ async def test_an_order_confirmed_while_the_buyer_was_gone_is_what_a_retry_retur
         )
     ).one()
     assert tuple(counts) == (1, 1, 1)
+
+
+async def test_under_overload_a_paying_fan_is_served_before_a_new_hold(
+    settings: Settings, session: AsyncSession, event: SmallEvent, slow_stripe: FakeStripe
+) -> None:
+    fans = [await make_signed_in_fan(session) for _ in range(5)]
+    bounded = settings.model_copy(update={"max_in_flight": 4})  # new work may use three
+    async with _served(bounded, slow_stripe) as client:
+        holds = [
+            await _hold(client, token, event, seat)
+            for (_, token), seat in zip(fans[:4], event.seat_ids, strict=False)
+        ]
+
+        def checkout(n: int) -> Awaitable[httpx.Response]:
+            return client.post(
+                f"/holds/{holds[n]}/checkout",
+                json={"provider": "stripe"},
+                headers={"Authorization": f"Bearer {fans[n][1]}"},
+            )
+
+        busy = [asyncio.ensure_future(checkout(n)) for n in range(3)]
+        await asyncio.sleep(0.5)  # three checkouts wait on the 2 s provider
+        new_hold = await client.post(
+            "/holds",
+            json={"event_id": str(event.event_id), "seat_ids": [event.seat_ids[4]]},
+            headers={"Authorization": f"Bearer {fans[4][1]}", "Idempotency-Key": uuid.uuid4().hex},
+        )
+        paying = await checkout(3)
+        assert [b.status_code for b in await asyncio.gather(*busy)] == [200, 200, 200]
+    assert new_hold.status_code == 503, new_hold.text
+    assert new_hold.headers["Retry-After"] == "1"
+    assert paying.status_code == 200, paying.text
