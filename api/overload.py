@@ -42,8 +42,8 @@ class InFlightLimit(ASGIMiddleware):
     """At most ``limit`` HTTP requests of this process are being worked on at once.
 
     Work already under way comes first: a route marked ``opt={"admission": "finish"}``
-    (checkout: the fan holds seats and is paying) may use the whole bound, every other
-    request only three quarters of it. Under overload, new holds are refused before the
+    (checkout, where the fan holds seats and is paying; releasing a hold, which gives seats
+    back) may use the whole bound, every other request only three quarters of it. Under overload, new holds are refused before the
     checkouts of fans who already hold tickets, so the seats held are turned into orders
     instead of waiting, held, while everyone retries.
 

@@ -151,7 +151,13 @@ class HoldController(Controller):
         )
         return hold_out(view)
 
-    @delete("/{hold_id:uuid}", status_code=200, summary="Release a hold (its seats go back on sale)")
+    @delete(
+        "/{hold_id:uuid}",
+        status_code=200,
+        summary="Release a hold (its seats go back on sale)",
+        # Under overload, giving seats back is served before new holds (api.overload).
+        opt={"admission": "finish"},
+    )
     async def release(
         self,
         db_session: NamedDependency[AsyncSession],
