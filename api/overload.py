@@ -43,9 +43,10 @@ class InFlightLimit(ASGIMiddleware):
 
     Work already under way comes first: a route marked ``opt={"admission": "finish"}``
     (checkout, where the fan holds seats and is paying; releasing a hold, which gives seats
-    back) may use the whole bound, every other request only three quarters of it. Under overload, new holds are refused before the
-    checkouts of fans who already hold tickets, so the seats held are turned into orders
-    instead of waiting, held, while everyone retries.
+    back) may use the whole bound, every other request only three quarters of it. Under
+    overload, new holds are refused before the checkouts of fans who already hold tickets,
+    so the seats held are turned into orders instead of waiting, held, while everyone
+    retries.
 
     A counter, not a queue: the event loop is single-threaded, so the check and the
     increment cannot interleave with another request's.
