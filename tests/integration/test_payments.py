@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from booking.db import make_sessionmaker
+from booking.errors import HoldExpired
 from booking.holds import service as holds
 from booking.holds.policy import HoldPolicy
 from booking.holds.service import Owner, SeatSelection
@@ -265,3 +266,31 @@ async def test_a_late_success_after_a_decline_racing_a_new_checkout_ends_in_one_
         )
     )
     assert unsettled == 0
+
+
+async def test_declined_checkouts_cannot_keep_seats_off_sale_for_ever(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: OfflineGateway,
+    event: SmallEvent,
+) -> None:
+    """The payment grace through checkout's own statement: each retry after a decline is
+    kept for the grace again, but never past creation + 15 minutes + the grace."""
+    owner, hold_id = await _hold(session, event, event.seat_ids[:1])
+    limit = POLICY.max_lifetime + POLICY.payment_grace
+    step = POLICY.payment_grace.total_seconds() - 60
+    tries = 0
+    while True:
+        try:
+            declined = await _pay(sessions, gateway, owner, hold_id, offline.DECLINED)
+        except HoldExpired:
+            break
+        assert declined.result == Result.FAILED
+        tries += 1
+        kept = await _scalar(session, "SELECT expires_at - created_at FROM holds WHERE id = :h", h=hold_id)
+        assert kept <= limit  # type: ignore[operator]
+        await session.rollback()
+        await advance_clock(session, step)
+    assert 1 < tries <= limit.total_seconds() // step + 1
+    assert await _scalar(session, "SELECT state FROM holds WHERE id = :h", h=hold_id) == "failed"
+    assert await _scalar(session, "SELECT count(*) FROM payments WHERE hold_id = :h", h=hold_id) == tries
