@@ -5,12 +5,14 @@ request waiting on the connection pool, each wait ending in a timeout long after
 up. Two bounds keep the answer fast instead. This middleware admits at most
 ``max_in_flight`` requests per process at once and answers the rest at once; and the pool
 wait is short (``db_pool_timeout_seconds``), answered the same way. Both are 503
-problem+json with ``Retry-After``, which clients (and the benchmark) honour.
+problem+json with ``Retry-After``, which clients (and the benchmark) honour; the in-flight
+refusal's grows with how many were refused in the last second.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
@@ -21,7 +23,10 @@ from api.problems import problem_type
 # Probes must still see a loaded process: a load balancer asks /health to decide where
 # traffic goes, and a process busy at its bound is healthy.
 EXEMPT = frozenset({"/health"})
-RETRY_AFTER_SECONDS = 1
+# Retry-After grows with the refusals of the last second, in units of the bound: a few
+# refusals say "in a second", a stampede of ten times the bound says "in ten". Clients that
+# all come back after one second would otherwise keep the process busy saying no.
+MAX_RETRY_AFTER_SECONDS = 10
 
 _BODY = json.dumps(
     {
@@ -31,11 +36,14 @@ _BODY = json.dumps(
         "detail": "This server is at capacity. Try again in a moment.",
     }
 ).encode()
-_HEADERS = [
-    (b"content-type", b"application/problem+json"),
-    (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
-    (b"content-length", str(len(_BODY)).encode()),
-]
+_HEADERS = {
+    seconds: [
+        (b"content-type", b"application/problem+json"),
+        (b"retry-after", str(seconds).encode()),
+        (b"content-length", str(len(_BODY)).encode()),
+    ]
+    for seconds in range(1, MAX_RETRY_AFTER_SECONDS + 1)
+}
 
 
 class InFlightLimit(ASGIMiddleware):
@@ -59,6 +67,19 @@ class InFlightLimit(ASGIMiddleware):
         self.new_work_limit = max(1, limit * 3 // 4)
         self.in_flight = 0
         self.refused = 0
+        self._window = 0
+        self._refused_in_window = 0
+        self._refused_before = 0
+
+    def retry_after(self, now: float) -> int:
+        """Seconds to tell a refused client: 1, plus one per bound's worth of refusals in
+        the previous second."""
+        window = int(now)
+        if window != self._window:
+            self._refused_before = self._refused_in_window if window == self._window + 1 else 0
+            self._window, self._refused_in_window = window, 0
+        self._refused_in_window += 1
+        return min(MAX_RETRY_AFTER_SECONDS, 1 + self._refused_before // self.limit)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         if scope["path"] in EXEMPT:
@@ -67,7 +88,8 @@ class InFlightLimit(ASGIMiddleware):
         finishing = scope["route_handler"].opt.get("admission") == "finish"
         if self.in_flight >= (self.limit if finishing else self.new_work_limit):
             self.refused += 1
-            await send({"type": "http.response.start", "status": 503, "headers": _HEADERS})
+            headers = _HEADERS[self.retry_after(time.monotonic())]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
             await send({"type": "http.response.body", "body": _BODY, "more_body": False})
             return
         self.in_flight += 1
