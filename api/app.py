@@ -15,8 +15,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import COMPONENTS, provide_fan
-from api.idempotency import STATE_KEY as IDEMPOTENT_SESSION
-from api.idempotency import IdempotencyMiddleware
+from api.idempotency import IdempotencyMiddleware, owned_session
 from api.openapi import document_problems
 from api.overload import InFlightLimit
 from api.problems import exception_handlers, problem_details
@@ -49,7 +48,7 @@ async def provide_db_session(state: State, request: Request[Any, Any, Any]) -> A
     """The request's transaction. Routes never commit: it commits here when the route
     returns, and rolls back when it raises. Under an Idempotency-Key the middleware owns the
     session instead, and commits the route's work together with the stored response."""
-    owned = request.scope.get("state", {}).get(IDEMPOTENT_SESSION)
+    owned = owned_session(request.scope)
     if owned is not None:
         yield owned
         await record_success(owned, request.scope)

@@ -12,9 +12,9 @@ from typing import Any
 from litestar import Request
 from litestar.openapi.spec import Components, SecurityScheme
 
+from api.idempotency import owned_session
 from booking.accounts import fans
 from booking.errors import NotAuthenticated
-from booking.idempotency import IDEMPOTENT_SESSION
 
 BEARER = "fanToken"
 SECURITY: list[dict[str, list[str]]] = [{BEARER: []}]
@@ -64,7 +64,7 @@ async def provide_fan(request: Request[Any, Any, Any]) -> fans.Principal:
     if principal is None:
         # Under an Idempotency-Key the request already has its session (and connection):
         # one request never needs two connections at once.
-        owned = request.scope.get("state", {}).get(IDEMPOTENT_SESSION)
+        owned = owned_session(request.scope)
         if owned is not None:
             principal = await fans.authenticate(owned, token)
         else:

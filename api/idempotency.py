@@ -25,11 +25,17 @@ from api.problems import problem_type, retry_after
 from booking.errors import BookingError
 from booking.idempotency import IDEMPOTENT_SESSION, StoredResponse, run_once
 
-STATE_KEY = IDEMPOTENT_SESSION
 METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_BODY = 1024 * 1024
 # Headers that describe one transmission, not the answer: never stored or replayed.
 _HOP_HEADERS = frozenset({"content-length", "date", "server", "transfer-encoding", "connection"})
+
+
+def owned_session(scope: Scope) -> AsyncSession | None:
+    """The session this middleware opened for the request, when it runs under a key: the
+    request's database work (its authentication included) uses that one connection."""
+    session: AsyncSession | None = scope.get("state", {}).get(IDEMPOTENT_SESSION)
+    return session
 
 
 def caller_scope(scope: Scope) -> str:
@@ -93,7 +99,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
         )
 
         async def operation(session: AsyncSession) -> StoredResponse:
-            scope.setdefault("state", {})[STATE_KEY] = session
+            scope.setdefault("state", {})[IDEMPOTENT_SESSION] = session
             # A 4xx or 5xx undoes the route's work (run_once rolls its transaction back).
             return await _capture(next_app, scope, body)
 

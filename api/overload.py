@@ -18,7 +18,7 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from api.problems import problem_type
+from api.problems import OVERLOADED, problem_type
 
 # Probes must still see a loaded process: a load balancer asks /health to decide where
 # traffic goes, and a process busy at its bound is healthy.
@@ -28,14 +28,9 @@ EXEMPT = frozenset({"/health"})
 # all come back after one second would otherwise keep the process busy saying no.
 MAX_RETRY_AFTER_SECONDS = 10
 
-_BODY = json.dumps(
-    {
-        "type": problem_type("overloaded"),
-        "title": "Too many requests at once",
-        "status": 503,
-        "detail": "This server is at capacity. Try again in a moment.",
-    }
-).encode()
+_CODE, _TITLE, _DETAIL = OVERLOADED
+# Answered before the app runs (no exception handler on this path), so written out once.
+_BODY = json.dumps({"type": problem_type(_CODE), "title": _TITLE, "status": 503, "detail": _DETAIL}).encode()
 _HEADERS = {
     seconds: [
         (b"content-type", b"application/problem+json"),
@@ -66,7 +61,6 @@ class InFlightLimit(ASGIMiddleware):
         self.limit = limit
         self.new_work_limit = max(1, limit * 3 // 4)
         self.in_flight = 0
-        self.refused = 0
         self._window = 0
         self._refused_in_window = 0
         self._refused_before = 0
@@ -87,7 +81,6 @@ class InFlightLimit(ASGIMiddleware):
             return
         finishing = scope["route_handler"].opt.get("admission") == "finish"
         if self.in_flight >= (self.limit if finishing else self.new_work_limit):
-            self.refused += 1
             headers = _HEADERS[self.retry_after(time.monotonic())]
             await send({"type": "http.response.start", "status": 503, "headers": headers})
             await send({"type": "http.response.body", "body": _BODY, "more_body": False})

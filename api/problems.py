@@ -70,10 +70,14 @@ def _unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[
     return exc.to_response(request)
 
 
+# What a process at capacity answers: its in-flight bound (api.overload) or its pool wait.
+OVERLOADED = ("overloaded", "Too many requests at once", "This server is at capacity. Try again in a moment.")
+
+
 def _pool_exhausted(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     # Every pooled connection stayed busy for the whole (short) pool wait: the process is
     # overloaded, which is a 503 to retry, never a 500.
-    exc = problem(503, "overloaded", "Too many requests at once", "Try again in a moment.")
+    exc = problem(503, *OVERLOADED)
     exc.headers = {"Retry-After": "1"}
     return exc.to_response(request)
 
