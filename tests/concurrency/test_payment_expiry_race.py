@@ -42,6 +42,18 @@ async def race_engine(database_url: str) -> AsyncEngine:
     await engine.dispose()
 
 
+async def _pay(
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: OfflineGateway,
+    owner: Owner,
+    hold_id: uuid.UUID,
+    card: str,
+) -> payments.Settlement:
+    return await payments.checkout(
+        sessions, gateway=gateway, owner=owner, hold_id=hold_id, method={"card_number": card}, policy=POLICY
+    )
+
+
 async def _trial(
     sessions: async_sessionmaker[AsyncSession],
     gateway: OfflineGateway,
@@ -57,14 +69,7 @@ async def _trial(
             session, owner=payer, event_id=event.event_id, selection=SeatSelection((seat,)), policy=POLICY
         )
         await session.commit()
-    pending = await payments.checkout(
-        sessions,
-        gateway=gateway,
-        owner=payer,
-        hold_id=view.id,
-        method={"card_number": offline.LATE_SUCCESS},
-        policy=POLICY,
-    )
+    pending = await _pay(sessions, gateway, payer, view.id, offline.LATE_SUCCESS)
     assert pending.result == Result.PENDING
     # Put the deadline a few milliseconds either side of "now": the race straddles it.
     async with sessions() as session:
@@ -95,14 +100,7 @@ async def _trial(
         except BookingError:
             return
         with contextlib.suppress(BookingError):  # its seat was sold from under it meanwhile
-            await payments.checkout(
-                sessions,
-                gateway=gateway,
-                owner=rival,
-                hold_id=taken.id,
-                method={"card_number": offline.SUCCESS},
-                policy=POLICY,
-            )
+            await _pay(sessions, gateway, rival, taken.id, offline.SUCCESS)
 
     async def payment_lands() -> None:
         await asyncio.sleep(rng.uniform(0, 0.03))
