@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking.accounts.fans import TOKEN_PREFIX, token_digest
 from booking.accounts.models import Fan, FanSession
@@ -24,6 +24,10 @@ from booking.catalog.models import (
     Section,
     Venue,
 )
+from booking.holds.policy import HoldPolicy
+from booking.holds.service import Owner
+from booking.payments import service as payments
+from booking.payments.gateway import Gateway
 
 
 @dataclass(frozen=True)
@@ -156,3 +160,22 @@ async def advance_clock(session: AsyncSession, seconds: float) -> None:
         text("UPDATE inventory_units SET held_until = held_until - :s WHERE held_until IS NOT NULL"), shift
     )
     await session.commit()
+
+
+async def pay_with_card(
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: Gateway,
+    owner: Owner,
+    hold_id: uuid.UUID,
+    card: str,
+    policy: HoldPolicy | None = None,
+) -> payments.Settlement:
+    """Checkout of a hold with an offline test card, as the route does it."""
+    return await payments.checkout(
+        sessions,
+        gateway=gateway,
+        owner=owner,
+        hold_id=hold_id,
+        method={"card_number": card},
+        policy=policy or HoldPolicy(),
+    )

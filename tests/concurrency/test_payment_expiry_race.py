@@ -27,7 +27,7 @@ from booking.payments import offline
 from booking.payments import service as payments
 from booking.payments.offline import OfflineGateway
 from booking.payments.service import Due, Result
-from tests.factories import SmallEvent, make_event, make_fan
+from tests.factories import SmallEvent, make_event, make_fan, pay_with_card
 
 TRIALS = 30
 POLICY = HoldPolicy()
@@ -40,18 +40,6 @@ async def race_engine(database_url: str) -> AsyncEngine:
     engine = make_async_engine(database_url, pool_size=10)
     yield engine  # type: ignore[misc]
     await engine.dispose()
-
-
-async def _pay(
-    sessions: async_sessionmaker[AsyncSession],
-    gateway: OfflineGateway,
-    owner: Owner,
-    hold_id: uuid.UUID,
-    card: str,
-) -> payments.Settlement:
-    return await payments.checkout(
-        sessions, gateway=gateway, owner=owner, hold_id=hold_id, method={"card_number": card}, policy=POLICY
-    )
 
 
 async def _trial(
@@ -69,7 +57,7 @@ async def _trial(
             session, owner=payer, event_id=event.event_id, selection=SeatSelection((seat,)), policy=POLICY
         )
         await session.commit()
-    pending = await _pay(sessions, gateway, payer, view.id, offline.LATE_SUCCESS)
+    pending = await pay_with_card(sessions, gateway, payer, view.id, offline.LATE_SUCCESS)
     assert pending.result == Result.PENDING
     # Put the deadline a few milliseconds either side of "now": the race straddles it.
     async with sessions() as session:
@@ -100,7 +88,7 @@ async def _trial(
         except BookingError:
             return
         with contextlib.suppress(BookingError):  # its seat was sold from under it meanwhile
-            await _pay(sessions, gateway, rival, taken.id, offline.SUCCESS)
+            await pay_with_card(sessions, gateway, rival, taken.id, offline.SUCCESS)
 
     async def payment_lands() -> None:
         await asyncio.sleep(rng.uniform(0, 0.03))

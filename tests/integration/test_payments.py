@@ -20,7 +20,7 @@ from booking.payments.gateway import GatewayError, GatewayPayment, GatewayStatus
 from booking.payments.models import PaymentProvider
 from booking.payments.offline import OfflineGateway
 from booking.payments.service import Result
-from tests.factories import SmallEvent, advance_clock, make_event, make_fan
+from tests.factories import SmallEvent, advance_clock, make_event, make_fan, pay_with_card
 
 POLICY = HoldPolicy()
 
@@ -49,18 +49,6 @@ async def _hold(session: AsyncSession, event: SmallEvent, seats: list[int]) -> t
     return owner, view.id
 
 
-async def _pay(
-    sessions: async_sessionmaker[AsyncSession],
-    gateway: OfflineGateway,
-    owner: Owner,
-    hold_id: uuid.UUID,
-    card: str,
-) -> payments.Settlement:
-    return await payments.checkout(
-        sessions, gateway=gateway, owner=owner, hold_id=hold_id, method={"card_number": card}, policy=POLICY
-    )
-
-
 async def _scalar(session: AsyncSession, sql: str, **params: object) -> object:
     return await session.scalar(text(sql), params)
 
@@ -72,10 +60,10 @@ async def test_a_good_card_confirms_and_a_repeat_changes_nothing(
     event: SmallEvent,
 ) -> None:
     owner, hold_id = await _hold(session, event, event.seat_ids[:2])
-    first = await _pay(sessions, gateway, owner, hold_id, offline.SUCCESS)
+    first = await pay_with_card(sessions, gateway, owner, hold_id, offline.SUCCESS)
     assert first.result == Result.CONFIRMED
     assert first.order_id is not None
-    again = await _pay(sessions, gateway, owner, hold_id, offline.SUCCESS)
+    again = await pay_with_card(sessions, gateway, owner, hold_id, offline.SUCCESS)
     assert again.order_id == first.order_id
     assert await _scalar(session, "SELECT count(*) FROM payments") == 1
     assert await _scalar(session, "SELECT count(*) FROM offline_gateway_payments") == 1
@@ -95,11 +83,11 @@ async def test_a_declined_card_keeps_the_hold_for_another_try(
     code: str,
 ) -> None:
     owner, hold_id = await _hold(session, event, event.seat_ids[:1])
-    declined = await _pay(sessions, gateway, owner, hold_id, card)
+    declined = await pay_with_card(sessions, gateway, owner, hold_id, card)
     assert declined.result == Result.FAILED
     assert declined.failure_code == code
     assert (await holds.get_hold(session, hold_id)).state == "failed"
-    retried = await _pay(sessions, gateway, owner, hold_id, offline.SUCCESS)
+    retried = await pay_with_card(sessions, gateway, owner, hold_id, offline.SUCCESS)
     assert retried.result == Result.CONFIRMED
     states = (await session.scalars(text("SELECT state FROM payments ORDER BY created_at"))).all()
     assert states == ["failed", "succeeded"]
@@ -112,7 +100,7 @@ async def test_a_gateway_timeout_is_settled_by_reconciliation_without_charging_t
     event: SmallEvent,
 ) -> None:
     owner, hold_id = await _hold(session, event, event.seat_ids[:1])
-    timed_out = await _pay(sessions, gateway, owner, hold_id, offline.TIMEOUT)
+    timed_out = await pay_with_card(sessions, gateway, owner, hold_id, offline.TIMEOUT)
     assert timed_out.result == Result.PENDING
     assert await payments.due_for_reconciliation(session) == []  # not yet due
     await session.execute(text("UPDATE payments SET updated_at = now() - interval '3 minutes'"))
@@ -122,7 +110,7 @@ async def test_a_gateway_timeout_is_settled_by_reconciliation_without_charging_t
     settled = await payments.reconcile(sessions, gateway, due[0])
     assert settled.result == Result.CONFIRMED
     # The fan pressing "pay" again meanwhile would have continued the same payment.
-    again = await _pay(sessions, gateway, owner, hold_id, offline.TIMEOUT)
+    again = await pay_with_card(sessions, gateway, owner, hold_id, offline.TIMEOUT)
     assert again.order_id == settled.order_id
     assert await _scalar(session, "SELECT count(*) FROM offline_gateway_payments") == 1
 
@@ -134,7 +122,9 @@ async def test_a_late_success_keeps_the_seats_when_they_are_still_free(
     event: SmallEvent,
 ) -> None:
     owner, hold_id = await _hold(session, event, event.seat_ids[:1])
-    assert (await _pay(sessions, gateway, owner, hold_id, offline.LATE_SUCCESS)).result == Result.PENDING
+    assert (
+        await pay_with_card(sessions, gateway, owner, hold_id, offline.LATE_SUCCESS)
+    ).result == Result.PENDING
     await advance_clock(session, POLICY.payment_grace.total_seconds() + 1)
     (due,) = await payments.due_for_reconciliation(session)
     assert due.hold_overdue
@@ -148,7 +138,7 @@ async def test_a_late_success_whose_seats_were_taken_is_refunded_once(
     event: SmallEvent,
 ) -> None:
     owner, hold_id = await _hold(session, event, event.seat_ids[:2])
-    await _pay(sessions, gateway, owner, hold_id, offline.LATE_SUCCESS)
+    await pay_with_card(sessions, gateway, owner, hold_id, offline.LATE_SUCCESS)
     await advance_clock(session, POLICY.payment_grace.total_seconds() + 1)
     await _hold(session, event, event.seat_ids[1:2])  # a rival takes one of the seats
     (due,) = await payments.due_for_reconciliation(session)
@@ -170,7 +160,7 @@ async def test_a_cancelled_order_refunds_its_payment(
     event: SmallEvent,
 ) -> None:
     owner, hold_id = await _hold(session, event, event.seat_ids[:1])
-    paid = await _pay(sessions, gateway, owner, hold_id, offline.SUCCESS)
+    paid = await pay_with_card(sessions, gateway, owner, hold_id, offline.SUCCESS)
     assert paid.order_id is not None
     assert await payments.request_order_refund(session, paid.order_id)
     assert await payments.request_order_refund(session, paid.order_id)
@@ -224,12 +214,12 @@ async def test_paying_again_for_a_refunded_hold_says_so(
     event: SmallEvent,
 ) -> None:
     owner, hold_id = await _hold(session, event, event.seat_ids[:2])
-    await _pay(sessions, gateway, owner, hold_id, offline.LATE_SUCCESS)
+    await pay_with_card(sessions, gateway, owner, hold_id, offline.LATE_SUCCESS)
     await advance_clock(session, POLICY.payment_grace.total_seconds() + 1)
     await _hold(session, event, event.seat_ids[1:2])
     (due,) = await payments.due_for_reconciliation(session)
     assert (await payments.reconcile(sessions, gateway, due)).result == Result.REFUND_REQUIRED
-    again = await _pay(sessions, gateway, owner, hold_id, offline.SUCCESS)
+    again = await pay_with_card(sessions, gateway, owner, hold_id, offline.SUCCESS)
     assert again.result == Result.REFUND_REQUIRED
     assert again.order_id is None
 
@@ -243,7 +233,7 @@ async def test_a_late_success_after_a_decline_racing_a_new_checkout_ends_in_one_
     gateway = OfflineGateway(sessions)
     for seat in event.seat_ids:
         owner, hold_id = await _hold(session, event, [seat])
-        declined = await _pay(sessions, gateway, owner, hold_id, offline.DECLINED)
+        declined = await pay_with_card(sessions, gateway, owner, hold_id, offline.DECLINED)
         ref = str(
             await session.scalar(
                 text("SELECT provider_ref FROM payments WHERE id = :p"), {"p": declined.payment_id}
@@ -256,7 +246,7 @@ async def test_a_late_success_after_a_decline_racing_a_new_checkout_ends_in_one_
                 await payments.settle(s, payment_id, answer)
                 await s.commit()
 
-        await asyncio.gather(webhook(), _pay(sessions, gateway, owner, hold_id, offline.SUCCESS))
+        await asyncio.gather(webhook(), pay_with_card(sessions, gateway, owner, hold_id, offline.SUCCESS))
     orders = await session.scalar(text("SELECT count(*) FROM orders WHERE state = 'confirmed'"))
     assert orders == len(event.seat_ids)
     unsettled = await session.scalar(
@@ -282,7 +272,7 @@ async def test_declined_checkouts_cannot_keep_seats_off_sale_for_ever(
     tries = 0
     while True:
         try:
-            declined = await _pay(sessions, gateway, owner, hold_id, offline.DECLINED)
+            declined = await pay_with_card(sessions, gateway, owner, hold_id, offline.DECLINED)
         except HoldExpired:
             break
         assert declined.result == Result.FAILED
