@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +44,24 @@ class SigningKeys:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    # O_EXCL: two processes starting at once must not overwrite each other's fresh key.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    """Publish ``data`` at ``path`` whole or not at all.
+
+    Raises:
+        FileExistsError: another process published its key first (keep that one).
+    """
+    # Written aside, then hard-linked into place: a link is atomic and never replaces an
+    # existing file, so two processes starting at once neither overwrite each other's fresh
+    # key nor read one half-written (creating the file itself with O_EXCL and then writing
+    # it left a moment in which a rival read an empty key).
+    fd, aside = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(aside, path)
+    finally:
+        os.unlink(aside)
 
 
 def _load_ticket_key(pem: bytes, source: str) -> Ed25519PrivateKey:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,24 @@ def test_a_malformed_configured_key_is_refused(tmp_path: Path, bad: str) -> None
 def test_a_short_token_secret_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SigningKeyError, match="32 bytes"):
         load_signing_keys(Settings(data_dir=tmp_path, token_secret="short"))
+
+
+def test_processes_starting_at_once_all_get_the_one_key_written(tmp_path: Path) -> None:
+    """The API's workers start together on a fresh data folder: each must end up with the
+    same, complete key, never a half-written file read as a malformed key."""
+
+    def start(settings: Settings, barrier: threading.Barrier) -> tuple[str, bytes]:
+        barrier.wait()
+        keys = load_signing_keys(settings)
+        return keys.ticket_public_pem(), keys.token_secret
+
+    for attempt in range(20):
+        settings = Settings(data_dir=tmp_path / str(attempt))
+        barrier = threading.Barrier(8)
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(start, [settings] * 8, [barrier] * 8))
+        assert len(set(results)) == 1
+        assert sorted(p.name for p in (tmp_path / str(attempt) / "keys").iterdir()) == [
+            "ticket_signing_key.pem",
+            "token_secret",
+        ]
