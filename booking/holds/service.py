@@ -281,7 +281,7 @@ def _claim_sql(kind: str, *, capped: bool) -> str:
     hold row with its total, the price snapshot and the outbox fact.
 
     ``kind`` is ``seats`` (exactly these seats, locked in id order: overlapping buyers queue
-    instead of deadlocking) or ``ga`` (any free places of the tier, lowest id first, with
+    instead of deadlocking) or ``ga`` (any free places of the tier, from a random id onwards, with
     SKIP LOCKED: concurrent buyers take disjoint rows and never wait on one another). The
     claim's WHERE clause is the transition table's; the sale's state is part of the same
     statement, so a pause committed before it began is seen by the claim itself.
@@ -297,22 +297,38 @@ def _claim_sql(kind: str, *, capped: bool) -> str:
             " AND EXISTS (SELECT 1 FROM price_tiers t WHERE t.id = :tier_id"
             " AND t.event_id = :event_id AND t.ga_area_id IS NOT NULL)"
         )
-        # Candidates only (the claim's guard below decides): available places first, from
-        # their partial index in id order, then places of holds past their deadline if
-        # those are not enough. One scan with the guard's OR would walk the table in id
-        # order past every unit already sold.
+        # Candidates only (the claim's guard below decides): available places from a random
+        # point between the tier's lowest and highest free id onwards, wrapping round to the
+        # start if the rest holds too few, then places of holds past their deadline if those are
+        # not enough. From the lowest id every claim walked past all the places sold before
+        # it, and every concurrent claim skipped the same rows its rivals had just locked;
+        # from a random point the walk is about quantity / share-still-free rows long and
+        # rival claims rarely meet. GA places of a tier are interchangeable, so which ones a
+        # fan gets does not matter.
         tier = "inventory_units.event_id = :event_id AND inventory_units.price_tier_id = :tier_id"
+        free = f"FROM inventory_units WHERE {tier} AND inventory_units.state = 'available'"
         pick = (
-            "SELECT inventory_units.id FROM inventory_units"  # noqa: S608 (constants, made at import)
-            f" WHERE {tier} AND inventory_units.state = 'available' AND EXISTS (SELECT 1 FROM new)"
+            f"SELECT inventory_units.id {free}"  # noqa: S608 (constants, made at import)
+            " AND inventory_units.id >= (SELECT pick_from FROM new)"
+            " ORDER BY inventory_units.id LIMIT :quantity FOR UPDATE SKIP LOCKED),"
+            f" wrapped AS (SELECT inventory_units.id {free}"
+            " AND inventory_units.id < (SELECT pick_from FROM new)"
+            " AND (SELECT count(*) FROM free) < :quantity"
             " ORDER BY inventory_units.id LIMIT :quantity FOR UPDATE SKIP LOCKED),"
             " stale AS (SELECT inventory_units.id FROM inventory_units"
             f" WHERE {tier} AND inventory_units.state = 'held' AND inventory_units.held_until < now()"
-            " AND EXISTS (SELECT 1 FROM new) AND (SELECT count(*) FROM free) < :quantity"
+            " AND EXISTS (SELECT 1 FROM new)"
+            " AND (SELECT count(*) FROM free) + (SELECT count(*) FROM wrapped) < :quantity"
             " ORDER BY inventory_units.id LIMIT :quantity FOR UPDATE SKIP LOCKED),"
-            " picked AS (SELECT id FROM free UNION ALL SELECT id FROM stale ORDER BY id LIMIT :quantity"
+            " picked AS (SELECT id FROM free UNION ALL SELECT id FROM wrapped UNION ALL SELECT id FROM stale"
+            " LIMIT :quantity"
         )
         pick_name = "free"
+        # Two probes of the free-places index (its two ends), not a scan.
+        pick_from = (
+            "(SELECT lo + floor(random() * (hi - lo + 1))::bigint FROM"  # noqa: S608 (constants)
+            f" (SELECT min(inventory_units.id) AS lo, max(inventory_units.id) AS hi {free}) AS span)"
+        )
     else:
         sale_extra = ""
         pick = (
@@ -322,13 +338,15 @@ def _claim_sql(kind: str, *, capped: bool) -> str:
             " ORDER BY inventory_units.id FOR UPDATE"
         )
         pick_name = "picked"
+        pick_from = "NULL::bigint"
     mine = sql(_tickets_of_fan(param("fan_id"), param("event_id"))) if capped else "0"
     return (
         "WITH sale AS ("  # noqa: S608 (constants, made at import)
         " SELECT 1 FROM events e WHERE e.id = :event_id AND e.status = 'on_sale'"
         f" AND e.onsale_starts_at <= now() AND now() < e.onsale_ends_at{sale_extra}),"
         f" mine AS (SELECT {mine} AS already),"
-        " new AS (SELECT gen_random_uuid() AS id, now() + :ttl AS expires_at FROM sale, mine"
+        f" new AS (SELECT gen_random_uuid() AS id, {pick_from} AS pick_from,"
+        "  now() + :ttl AS expires_at FROM sale, mine"
         "  WHERE mine.already + :quantity <= :cap),"
         f" {pick_name} AS ({pick}),"
         " claimed AS ("

@@ -165,6 +165,38 @@ async def test_ga_sells_out_then_fails_fast(session: AsyncSession, event: SmallE
         )
 
 
+async def test_ga_finds_the_last_free_places_wherever_they_lie(session: AsyncSession, event: SmallEvent) -> None:
+    """The GA pick starts at a random free place and wraps round: with the free places
+    scattered by earlier releases, a hold still gets every place there is, never fewer."""
+    owners = [Owner(fan_id=await make_fan(session)) for _ in range(3)]
+
+    async def hold(owner: Owner, quantity: int) -> uuid.UUID:
+        view = await holds.create_hold(
+            session,
+            owner=owner,
+            event_id=event.event_id,
+            selection=GASelection(event.ga_tier_id, quantity),
+            policy=POLICY,
+        )
+        await session.commit()
+        assert len(view.items) == quantity
+        return view.id
+
+    for _ in range(15):
+        first, second = await hold(owners[0], 2), await hold(owners[1], 2)
+        with pytest.raises(NotEnoughLeft) as caught:
+            await hold(owners[2], 2)
+        await session.rollback()
+        assert caught.value.remaining == 1
+        await holds.release_hold(session, hold_id=first, owner=owners[0])
+        await session.commit()
+        # Three free now, one of them wherever the last round left it.
+        third = await hold(owners[2], 3)
+        for hold_id, owner in ((second, owners[1]), (third, owners[2])):
+            await holds.release_hold(session, hold_id=hold_id, owner=owner)
+        await session.commit()
+
+
 async def test_the_ticket_cap_counts_holds_and_orders(
     session: AsyncSession, event: SmallEvent, fan: Owner
 ) -> None:
