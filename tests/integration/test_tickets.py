@@ -35,7 +35,7 @@ from booking.keys import SigningKeys, load_signing_keys
 from booking.orders.service import confirm_hold, refund_order
 from booking.settings import Settings
 from booking.tickets.models import Ticket, TicketState
-from booking.tickets.render import QR_BORDER, QR_ERROR_LEVEL, render_qr_svg, render_ticket_pdf
+from booking.tickets.render import QR_BORDER, QR_ERROR_LEVEL, QR_MASK, render_qr_svg, render_ticket_pdf
 from booking.tickets.service import check_ticket, ticket_token, ticket_view
 from booking.tickets.signing import key_id, sign_ticket, verify
 from tests.factories import SmallEvent, make_event, make_fan
@@ -347,7 +347,7 @@ async def test_the_qr_svg_is_svg_drawing_the_qr_code_of_the_token(
     paths = root.findall(f"{SVG}path")
     assert len(paths) == 1
 
-    expected = segno.make(token, error=QR_ERROR_LEVEL, micro=False)
+    expected = segno.make(token, error=QR_ERROR_LEVEL, micro=False, mask=QR_MASK)
     # Small enough to scan from a phone screen at a gate (a Micro QR's version is a string).
     assert isinstance(expected.version, int)
     assert expected.version <= 11
