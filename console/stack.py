@@ -25,6 +25,7 @@ from booking.settings import Settings
 
 DATABASE_NAME = "boxoffice"
 STACK_FILE = "stack.json"
+AUTOVACUUM_NAPTIME_SECONDS = 10
 
 
 class StackError(Exception):
@@ -92,6 +93,14 @@ class EmbeddedPostgres:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
             if exists is None:
                 conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+            # Autovacuum looks at each database once a minute by default; a flash sale on a
+            # fresh database lasts about that long, and until its tables are analyzed the
+            # buying path's prepared plans scan them (see migration 0006).
+            naptime = conn.execute("SELECT setting::int FROM pg_settings WHERE name = 'autovacuum_naptime'")
+            row = naptime.fetchone()
+            if row is not None and int(row[0]) > AUTOVACUUM_NAPTIME_SECONDS:
+                conn.execute(f"ALTER SYSTEM SET autovacuum_naptime = {AUTOVACUUM_NAPTIME_SECONDS}")
+                conn.execute("SELECT pg_reload_conf()")
 
     @property
     def postmaster_pid(self) -> int | None:
