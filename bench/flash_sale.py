@@ -3,7 +3,7 @@
     python bench/flash_sale.py [--fans 200] [--mode ga|seats|mixed] [--quantity 2|random]
         [--ga 10000] [--seats 5000] [--readers 0] [--api-workers 2] [--worker-daemons 1]
         [--server uvicorn|granian] [--rate R --duration 30] [--max-seconds 180]
-        [--api-url URL --database-url URL] [--note TEXT] [--no-record]
+        [--api-url URL --database-url URL] [--profile] [--note TEXT] [--no-record]
 
 The other benches time one statement or one endpoint. An on-sale is different: every fan
 signs in, looks at the listing, holds, pays and retries at the same moment, and what matters
@@ -57,6 +57,7 @@ import platform
 import random
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -496,6 +497,15 @@ class Group:
         return total
 
 
+TABLE_COUNTERS = (
+    "seq_scan",
+    "seq_tup_read",
+    "idx_scan",
+    "idx_tup_fetch",
+    "n_tup_ins",
+    "n_tup_upd",
+    "n_tup_hot_upd",
+)
 DB_COUNTERS = (
     "xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted", "tup_fetched", "blks_hit",
     "blks_read",
@@ -515,6 +525,7 @@ class Meter:
         self.cpu: dict[str, dict[str, float | None]] = {}
         self.wall: dict[str, float] = {}
         self.db: dict[str, dict[str, int]] = {}
+        self.tables: dict[str, dict[str, list[int]]] = {}
 
     def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         self.own_queries += 1
@@ -528,6 +539,12 @@ class Meter:
                 f"SELECT {', '.join(DB_COUNTERS)} FROM pg_stat_database WHERE datname = current_database()"
             )[0]
             self.db[label] = dict(zip(DB_COUNTERS, (int(v or 0) for v in row), strict=True))
+            self.tables[label] = {
+                name: [int(v or 0) for v in values]
+                for name, *values in self.query(
+                    f"SELECT relname, {', '.join(TABLE_COUNTERS)} FROM pg_stat_user_tables"
+                )
+            }
         if label == "start":
             self.own_queries = 0
             if self.statements:
@@ -551,6 +568,17 @@ class Meter:
             for name, v in self.cpu_delta("start", "idle").items()
         }
 
+    def table_delta(self, orders: int) -> dict[str, dict[str, float]]:
+        """Per table, what the sale did to it per order: a sequential scan on the buying path
+        (a plan made while the table was small) shows here first."""
+        out: dict[str, dict[str, float]] = {}
+        for name, after in self.tables["done"].items():
+            before = self.tables["start"].get(name, [0] * len(TABLE_COUNTERS))
+            delta = [a - b for a, b in zip(after, before, strict=True)]
+            if orders and any(delta):
+                out[name] = {k: round(d / orders, 2) for k, d in zip(TABLE_COUNTERS, delta, strict=True)}
+        return dict(sorted(out.items(), key=lambda item: -item[1]["seq_tup_read"]))
+
     def db_delta(self) -> dict[str, int]:
         delta = {k: self.db["done"][k] - self.db["start"][k] for k in DB_COUNTERS}
         # Every bench query is its own autocommit transaction.
@@ -561,7 +589,8 @@ class Meter:
         if not self.statements:
             return None
         rows = self.query(
-            "SELECT calls, total_exec_time, rows, query FROM pg_stat_statements"
+            "SELECT calls, total_exec_time, rows, query, shared_blks_hit + shared_blks_read"
+            " FROM pg_stat_statements"
             " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " AND query NOT LIKE %s ORDER BY calls DESC",
             ("%flash-sale-bench%",),
@@ -575,9 +604,10 @@ class Meter:
                     "calls": int(r[0]),
                     "total_ms": round(float(r[1]), 1),
                     "rows": int(r[2]),
+                    "blocks": int(r[4]),
                     "query": r[3][:300],
                 }
-                for r in rows[:15]
+                for r in rows[:20]
             ],
         }
 
@@ -1179,6 +1209,107 @@ async def drive(
     return sale, recorder
 
 
+# --- where the CPU goes ----------------------------------------------------------------------
+
+# Our own packages: a stack's deepest frame in one of them is the code that asked for the work.
+OWN_PACKAGES = ("api", "booking", "jobs", "daemon", "console")
+PROFILE_RATE = 100  # samples per second per process; py-spy's default, cheap enough to leave on
+
+
+class Profiler:
+    """py-spy sampling the API and worker groups (their children included) from the barrier
+    until the worker has caught up. Idle threads are not sampled, so samples are CPU time.
+
+    The report keeps a summary per group: where samples end (by package and by function) and
+    which of our functions they came from, so a missed target shows where its time went."""
+
+    def __init__(self, groups: list[Group], folder: Path) -> None:
+        self.groups = [g for g in groups if g.name in ("api", "worker") and g.roots]
+        self.folder = folder
+        self.running: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
+
+    def mark(self, label: str) -> None:
+        if label == "start":
+            self.start()
+        elif label == "done":
+            self.stop()
+
+    def start(self) -> None:
+        for group in self.groups:
+            for root in group.roots:
+                out = self.folder / f"{group.name}-{root}.txt"
+                argv = [
+                    "py-spy", "record", "--format", "raw", "--subprocesses", "--nonblocking",
+                    "--rate", str(PROFILE_RATE), "--pid", str(root), "-o", str(out),
+                ]  # fmt: skip
+                process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                self.running.append((group.name, out, process))
+
+    def stop(self) -> None:
+        for _, _, process in self.running:
+            process.send_signal(signal.SIGINT)
+        for _, _, process in self.running:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def summary(self, top: int = 15) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in sorted({name for name, _, _ in self.running}):
+            stacks: Counter[tuple[str, ...]] = Counter()
+            for group, path, _ in self.running:
+                if group == name and path.exists():
+                    for line in path.read_text(errors="replace").splitlines():
+                        frames, _, count = line.rpartition(" ")
+                        if frames and count.isdigit():
+                            stacks[tuple(frames.split(";"))] += int(count)
+            out[name] = summarize_stacks(stacks, top)
+        return out
+
+
+def _frame_parts(frame: str) -> tuple[str, str]:
+    """(function, file) of a py-spy frame ``func (path/file.py:12)``."""
+    function, _, where = frame.partition(" (")
+    return function, where.rsplit(":", 1)[0]
+
+
+def _package(path: str) -> str:
+    head = path.split("/", 1)[0]
+    return head.removesuffix(".py") if head else "?"
+
+
+def summarize_stacks(stacks: Counter[tuple[str, ...]], top: int) -> dict[str, Any]:
+    total = sum(stacks.values())
+    by_package: Counter[str] = Counter()
+    by_leaf: Counter[str] = Counter()
+    by_own: Counter[str] = Counter()
+    for frames, count in stacks.items():
+        python = [f for f in frames if " (" in f and not f.startswith(("process ", "thread "))]
+        if not python:
+            continue
+        function, path = _frame_parts(python[-1])
+        by_package[_package(path)] += count
+        by_leaf[f"{function} ({path})"] += count
+        own = [f for f in python if _package(_frame_parts(f)[1]) in OWN_PACKAGES]
+        if own:
+            function, path = _frame_parts(own[-1])
+            by_own[f"{function} ({path})"] += count
+        else:
+            by_own["(outside our code: server, event loop, rq)"] += count
+
+    def share(counter: Counter[str]) -> list[list[Any]]:
+        return [[key, round(100 * n / total, 1)] for key, n in counter.most_common(top)] if total else []
+
+    return {
+        "samples": total,
+        "cpu_s": round(total / PROFILE_RATE, 1),
+        "percent_by_package": share(by_package),
+        "percent_by_function": share(by_leaf),
+        "percent_by_our_caller": share(by_own),
+    }
+
+
 # --- after the sale --------------------------------------------------------------------------
 
 
@@ -1517,6 +1648,7 @@ def summarize(
             "cpu_measured_s": round(measured, 2),
             "cpu_ms_per_ticket": per_ticket,
             "db": db,
+            "tables_per_order": meter.table_delta(orders),
             "db_per_order": db_per_order,
             "pg_stat_statements": statements,
         },
@@ -1792,15 +1924,25 @@ def execute(
         fan.kind = {"ga": "ga", "seats": "seats"}.get(args.mode, "ga" if fan.n % 2 == 0 else "seats")
     notes = warnings_for(args)
     meter = Meter(groups, database, statements)
+    profiler: Profiler | None = None
+    if args.profile:
+        (logs.parent / "profile").mkdir(exist_ok=True)
+        profiler = Profiler(groups, logs.parent / "profile")
+
+    def mark(label: str) -> None:
+        meter.mark(label)
+        if profiler is not None:
+            profiler.mark(label)
+
     try:
         print(
             f"event {event.id}: {event.ga} GA places, {event.seats} seats; {len(fans)} fans; go", flush=True
         )
-        sale, rec = asyncio.run(drive(args, base, event, fans, meter.mark))
+        sale, rec = asyncio.run(drive(args, base, event, fans, mark))
         pending, waited = drain(meter, args.drain_seconds, redis)
         # Idle backends report their counters about a second after their last transaction.
         time.sleep(1.5)
-        meter.mark("done")
+        mark("done")
         stop_stack()
         stopped = time.perf_counter()
         checks, facts = audit(database, event, sale, rec, pending)
@@ -1837,10 +1979,13 @@ def execute(
                     "phases_s": {k: round(v, 1) for k, v in phases.items()},
                     "processes": {g.name: g.roots for g in groups},
                     "server_logs": server_errors(logs),
+                    "profile": profiler.summary() if profiler is not None else None,
                 },
             ),
         }
     finally:
+        if profiler is not None:
+            profiler.stop()
         meter.close()
     REPORTS.mkdir(exist_ok=True)
     path = REPORTS / f"flash-sale-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
@@ -1850,6 +1995,11 @@ def execute(
     for name, found in errors.items():
         for line, count in list(found["exceptions"].items())[:5]:
             print(f"{name} log: {count} x {line}")
+    for name, found in (report.get("profile") or {}).items():
+        print(f"profile {name}: {found['cpu_s']} CPU s sampled")
+        print("  by package:", ", ".join(f"{k} {v}%" for k, v in found["percent_by_package"][:8]))
+        for caller, percent in found["percent_by_our_caller"][:8]:
+            print(f"  {percent:5.1f}%  {caller}")
     print("phases (s):", ", ".join(f"{k} {v}" for k, v in report["phases_s"].items()))
     print(f"report: {path}")
     if not args.no_record:
@@ -1939,6 +2089,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--api-url", help="use a running stack (needs --database-url)")
     parser.add_argument("--database-url", help="with --api-url: the running stack's database")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the API and worker with py-spy; summary in the report"
+    )
     parser.add_argument("--note", default="", help="free text for the RESULTS.md row")
     parser.add_argument("--no-record", action="store_true", help="do not add a row to bench/RESULTS.md")
     args = parser.parse_args(argv)
@@ -1965,6 +2118,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if aiohttp is None:
         print("aiohttp is not installed: pip install 'boxoffice[bench]'", file=sys.stderr)
+        return 2
+    if args.profile and shutil.which("py-spy") is None:
+        print("--profile needs py-spy on PATH: pip install 'boxoffice[bench]'", file=sys.stderr)
         return 2
     if args.server == "granian" and not args.api_url and importlib.util.find_spec("granian") is None:
         print("granian is not installed (pip install granian); use --server uvicorn", file=sys.stderr)
