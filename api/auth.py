@@ -6,13 +6,13 @@ problem+json otherwise. Handlers that do not ask for it never look at the header
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from litestar import Request
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.idempotency import owned_session
+from api.principals import fan_principal
 from booking.accounts import fans
 from booking.errors import NotAuthenticated
 
@@ -57,18 +57,5 @@ async def provide_fan(request: Request[Any, Any, Any]) -> fans.Principal:
     token = bearer_token(request)
     if token is None:
         raise NotAuthenticated("Send Authorization: Bearer <token>, from POST /sessions.")
-    state = request.app.state
-    cache: fans.PrincipalCache = state.fan_principals
-    now = time.monotonic()
-    principal = cache.get(token, now)
-    if principal is None:
-        # Under an Idempotency-Key the request already has its session (and connection):
-        # one request never needs two connections at once.
-        owned = owned_session(request.scope)
-        if owned is not None:
-            principal = await fans.authenticate(owned, token)
-        else:
-            async with state.sessionmaker() as session:
-                principal = await fans.authenticate(session, token)
-        cache.put(token, principal, now)
-    return principal
+    # Under an Idempotency-Key the request already has its session (and connection).
+    return await fan_principal(request.app.state, token, owned_session(request.scope))

@@ -6,12 +6,16 @@ route's ``db_session`` dependency hands out that session (and does not commit), 
 work and its stored response commit together. A route declares the key mandatory with
 ``opt={"idempotency_key": "required"}``, or ``"natural"`` when the route is idempotent by its
 own subject and talks to a provider between transactions (checkout: the hold is the key), so
-holding a request transaction open across that call would only tie up connections.
+holding a request transaction open across that call would only tie up connections, or
+``"unstored"`` when its answer carries a secret that must not sit in a replayable record
+(sign-in: a retry signs in again, which is harmless, instead of handing back a token that
+may have been revoked since).
 Replays carry ``Idempotent-Replayed: true``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from typing import Any
@@ -21,8 +25,10 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.principals import fan_principal
 from api.problems import problem_type, retry_after
-from booking.errors import BookingError
+from booking.accounts import fans
+from booking.errors import BookingError, NotAuthenticated
 from booking.idempotency import IDEMPOTENT_SESSION, StoredResponse, run_once
 
 METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -38,10 +44,18 @@ def owned_session(scope: Scope) -> AsyncSession | None:
     return session
 
 
-def caller_scope(scope: Scope) -> str:
-    """Keys are per caller: the credential presented, or the client address when anonymous."""
+async def caller_scope(scope: Scope) -> str:
+    """Keys are per caller: the fan, whichever of their tokens is presented (a retry after
+    signing in again is the same intent, and must not run twice), else the credential (a
+    staff key, or a token that will be refused), else the client address when anonymous."""
     for name, value in scope["headers"]:
         if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            if scheme.lower() == "bearer" and token.startswith(fans.TOKEN_PREFIX):
+                with contextlib.suppress(NotAuthenticated):
+                    principal = await fan_principal(scope["litestar_app"].state, token)
+                    return f"fan:{principal.fan_id}"
             return "auth:" + hashlib.sha256(value).hexdigest()[:40]
     client = scope.get("client")
     return f"anon:{client[0] if client else 'unknown'}"
@@ -76,7 +90,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
         key = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"idempotency-key"), None)
         policy = scope["route_handler"].opt.get("idempotency_key")
         required = policy == "required"
-        if method not in METHODS or policy == "natural" or (key is None and not required):
+        if method not in METHODS or policy in ("natural", "unstored") or (key is None and not required):
             await next_app(scope, receive, send)
             return
         if key is None:
@@ -106,7 +120,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
         try:
             outcome = await run_once(
                 scope["litestar_app"].state.sessionmaker,
-                scope=caller_scope(scope),
+                scope=await caller_scope(scope),
                 key=key,
                 method=method,
                 path=path,

@@ -138,6 +138,11 @@ async def make_fan(session: AsyncSession, email: str | None = None) -> uuid.UUID
 async def make_signed_in_fan(session: AsyncSession) -> tuple[uuid.UUID, str]:
     """A fan with an open session, without the cost of Argon2: (fan id, bearer token). Commits."""
     fan_id = await make_fan(session)
+    return fan_id, await open_fan_session(session, fan_id)
+
+
+async def open_fan_session(session: AsyncSession, fan_id: uuid.UUID) -> str:
+    """One more open session (another sign-in) for ``fan_id``: its bearer token. Commits."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     await session.execute(
         insert(FanSession).values(
@@ -145,7 +150,7 @@ async def make_signed_in_fan(session: AsyncSession) -> tuple[uuid.UUID, str]:
         )
     )
     await session.commit()
-    return fan_id, token
+    return token
 
 
 async def advance_clock(session: AsyncSession, seconds: float) -> None:

@@ -67,7 +67,10 @@ class FanController(Controller):
         summary="Sign in",
         description=(
             "Returns a bearer token for `Authorization: Bearer <token>`, valid 30 days or until revoked."
+            " An `Idempotency-Key` is not used here: the answer holds a secret, so nothing is kept"
+            " to replay, and a retry signs in again."
         ),
+        opt={"idempotency_key": "unstored"},
     )
     async def sign_in(
         self, db_session: NamedDependency[AsyncSession], data: JSONBody[Credentials]

@@ -34,6 +34,27 @@ async def test_passwords_are_stored_as_argon2id_and_tokens_only_as_digests(
     assert all(len(t) == 64 for t in tokens)
 
 
+async def test_a_sign_in_under_an_idempotency_key_keeps_no_token_to_replay(
+    api: AsyncTestClient[Litestar], session: AsyncSession, fan_a: SignedIn
+) -> None:
+    """The token is a secret: it is never stored in a replayable answer, and a retry with
+    the same key after signing out signs in afresh instead of handing back the revoked one."""
+    credentials = {"email": fan_a.email, "password": PASSWORD}
+    first = await api.post("/sessions", json=credentials, headers={"Idempotency-Key": "sign-in-1"})
+    assert first.status_code == 201
+    token = first.json()["token"]
+    stored = (await session.scalars(text("SELECT response_body FROM idempotency_keys"))).all()
+    assert not any(token.encode() in bytes(body or b"") for body in stored)
+    signed_out = await api.delete("/sessions/current", headers={"Authorization": f"Bearer {token}"})
+    assert signed_out.status_code == 204
+    retry = await api.post("/sessions", json=credentials, headers={"Idempotency-Key": "sign-in-1"})
+    assert retry.status_code == 201
+    assert "idempotent-replayed" not in retry.headers
+    assert retry.json()["token"] != token
+    me = await api.get("/me", headers={"Authorization": f"Bearer {retry.json()['token']}"})
+    assert me.status_code == 200
+
+
 async def test_an_email_is_registered_once_whatever_its_case(api: AsyncTestClient[Litestar]) -> None:
     await sign_up(api, "bob@example.org")
     taken = await api.post("/fans", json={"email": "BOB@example.org", "password": PASSWORD})

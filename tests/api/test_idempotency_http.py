@@ -22,7 +22,7 @@ from booking.holds import service as holds
 from booking.holds.policy import HoldPolicy
 from booking.holds.service import Owner, SeatSelection
 from booking.settings import Settings
-from tests.factories import SmallEvent, make_event, make_fan
+from tests.factories import SmallEvent, make_event, make_fan, make_signed_in_fan, open_fan_session
 
 
 class HoldRequest(msgspec.Struct):
@@ -139,3 +139,32 @@ async def test_keys_are_per_caller(
         )
         assert response.status_code == 201
         assert "idempotent-replayed" not in response.headers
+
+
+async def test_a_retry_after_signing_in_again_is_the_same_request(
+    client: AsyncTestClient[Litestar], session: AsyncSession, event: SmallEvent
+) -> None:
+    """Keys belong to the fan, not to the token: a client that lost its answer, signed in
+    again and retried with the same key gets the first answer back, not a second hold."""
+    fan, first_token = await make_signed_in_fan(session)
+    second_token = await open_fan_session(session, fan)
+    body = _body(fan, event, event.seat_ids[:2])
+    first = await client.post(
+        "/test/holds", json=body, headers={"Idempotency-Key": "k", "Authorization": f"Bearer {first_token}"}
+    )
+    retry = await client.post(
+        "/test/holds", json=body, headers={"Idempotency-Key": "k", "Authorization": f"Bearer {second_token}"}
+    )
+    assert first.status_code == retry.status_code == 201
+    assert retry.headers.get("idempotent-replayed") == "true"
+    assert retry.json() == first.json()
+    assert await _holds(session) == 1
+    # Another fan's same key is theirs alone.
+    other, other_token = await make_signed_in_fan(session)
+    theirs = await client.post(
+        "/test/holds",
+        json=_body(other, event, event.seat_ids[2:3]),
+        headers={"Idempotency-Key": "k", "Authorization": f"Bearer {other_token}"},
+    )
+    assert theirs.status_code == 201
+    assert "idempotent-replayed" not in theirs.headers
