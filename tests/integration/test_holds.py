@@ -165,7 +165,9 @@ async def test_ga_sells_out_then_fails_fast(session: AsyncSession, event: SmallE
         )
 
 
-async def test_ga_finds_the_last_free_places_wherever_they_lie(session: AsyncSession, event: SmallEvent) -> None:
+async def test_ga_finds_the_last_free_places_wherever_they_lie(
+    session: AsyncSession, event: SmallEvent
+) -> None:
     """The GA pick starts at a random free place and wraps round: with the free places
     scattered by earlier releases, a hold still gets every place there is, never fewer."""
     owners = [Owner(fan_id=await make_fan(session)) for _ in range(3)]
