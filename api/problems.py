@@ -82,6 +82,16 @@ def _pool_exhausted(request: Request[Any, Any, Any], error: Exception) -> Respon
     return exc.to_response(request)
 
 
+def _recursion(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    # msgspec gives up on JSON nested deeper than the interpreter's recursion limit, while
+    # Litestar decodes the request: bad input, not a fault of ours. Any other recursion is.
+    if "while deserializing" in str(error):
+        return problem(
+            400, "invalid-request", "The request is not valid", "The JSON body is nested too deeply."
+        ).to_response(request)
+    return _unexpected(request, error)
+
+
 def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return problem(500, "internal-error", "Internal error").to_response(request)
@@ -99,5 +109,6 @@ exception_handlers = {
     OperationalError: _unavailable,
     InterfaceError: _unavailable,
     RedisError: _unavailable,
+    RecursionError: _recursion,
     Exception: _unexpected,
 }

@@ -36,6 +36,7 @@ from booking.accounts.models import StaffRole
 from booking.errors import Forbidden, NotAuthenticated
 from booking.ops import audit
 from booking.ops.models import ActorType, Outcome
+from booking.text import storable
 
 STAFF_PREFIX = "/staff"
 _ACTOR = "audit_actor"
@@ -98,7 +99,7 @@ def _row(scope: Scope, status: int, problem: str | None, replayed: bool) -> dict
     method = str(scope.get("method", ""))
     path_params = scope.get("path_params") or {}
     target_id = next((str(value) for value in path_params.values()), None)
-    details: dict[str, Any] = {"method": method, "path": scope["path"], "status": status}
+    details: dict[str, Any] = {"method": method, "path": storable(scope["path"], 500), "status": status}
     if replayed:
         details["replayed"] = True
     if problem:

@@ -29,8 +29,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from booking.db import Base, now_default
 from booking.errors import BookingError, IdempotencyKeyInProgress, IdempotencyKeyReused, InvalidRequest
 from booking.sqltext import HotStatement
+from booking.text import storable
 
 KEY_LIFETIME = dt.timedelta(hours=24)
+PATH_LENGTH = 500
 # Where an entry point keeps the session a request under an Idempotency-Key runs in, so that
 # everything the request does (its authentication included) uses that one connection.
 IDEMPOTENT_SESSION = "boxoffice.db_session"
@@ -51,7 +53,7 @@ class IdempotencyKey(Base):
     scope: Mapped[str] = mapped_column(String(120))
     key: Mapped[str] = mapped_column(String(255))
     method: Mapped[str] = mapped_column(String(10))
-    path: Mapped[str] = mapped_column(String(500))
+    path: Mapped[str] = mapped_column(String(PATH_LENGTH))
     request_hash: Mapped[str] = mapped_column(String(64))
     # Null only inside the transaction that is running the request.
     response_status: Mapped[int | None] = mapped_column(Integer)
@@ -206,7 +208,9 @@ async def run_once(
     """
     if not KEY_PATTERN.match(key):
         raise InvalidRequest("An Idempotency-Key is 1 to 255 printable ASCII characters.")
-    taken = _Key(scope, key, method, path, request_fingerprint(method, path, body))
+    # The whole path is in the fingerprint (what a replay must match); the stored copy is
+    # only for people reading the table, so anything a client put in it still fits.
+    taken = _Key(scope, key, method, storable(path, PATH_LENGTH), request_fingerprint(method, path, body))
     async with sessions() as session:
         stored = await _look(session, taken)
         if stored is not None:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.ops.models import ActorType, AuditEntry, Outcome
+from booking.text import storable
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,10 @@ async def record(
         AuditEntry(
             actor_type=actor.type,
             actor_id=actor.id,
-            actor_name=actor.name[:120],
-            action=action[:120],
-            target_type=target_type[:60] if target_type else None,
-            target_id=target_id[:120] if target_id else None,
+            actor_name=storable(actor.name, 120),
+            action=storable(action, 120),
+            target_type=storable(target_type, 60) if target_type else None,
+            target_id=storable(target_id, 120) if target_id else None,
             outcome=outcome,
             details=details or {},
         )

@@ -12,7 +12,8 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from booking.accounts.models import Fan
+from booking.accounts.models import Fan, StaffRole
+from booking.accounts.staff import create_key
 from booking.holds.models import Hold
 from tests.api.conftest import PASSWORD, SignedIn
 from tests.factories import SmallEvent, make_event
@@ -109,3 +110,65 @@ async def test_malformed_json_is_a_problem(api: AsyncTestClient[Litestar], fan_a
     )
     assert_bad_request(response)
     assert response.json()["type"].endswith("/invalid-request")
+
+
+DEEP_OBJECT = b'{"a":' * 5_000 + b"1" + b"}" * 5_000
+DEEP_ARRAY = b"[" * 20_000 + b"]" * 20_000
+
+
+@pytest.mark.parametrize("body", [DEEP_OBJECT, DEEP_ARRAY], ids=["objects", "arrays"])
+@pytest.mark.parametrize("path", ["/fans", "/sessions", "/holds"])
+async def test_json_nested_too_deeply_is_a_problem_and_changes_nothing(
+    api: AsyncTestClient[Litestar], session: AsyncSession, fan_a: SignedIn, path: str, body: bytes
+) -> None:
+    before = (
+        await session.scalar(select(func.count()).select_from(Fan)),
+        await session.scalar(select(func.count()).select_from(Hold)),
+    )
+    response = await api.post(
+        path,
+        content=body,
+        headers={**fan_a.headers, "Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"},
+    )
+    assert_bad_request(response)
+    assert response.json()["type"].endswith("/invalid-request")
+    await session.rollback()
+    after = (
+        await session.scalar(select(func.count()).select_from(Fan)),
+        await session.scalar(select(func.count()).select_from(Hold)),
+    )
+    assert after == before
+
+
+async def test_a_long_query_string_under_an_idempotency_key_is_not_a_server_error(
+    api: AsyncTestClient[Litestar], event: SmallEvent, fan_a: SignedIn
+) -> None:
+    response = await api.post(
+        "/holds?x=" + "y" * 700,
+        json={"event_id": str(event.event_id), "seat_ids": event.seat_ids[:1]},
+        headers={**fan_a.headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("ident", ["%00", "a%00b", "x" * 3_000], ids=["nul", "inner-nul", "long"])
+@pytest.mark.parametrize(
+    ("method", "template"),
+    [
+        ("DELETE", "/staff/keys/{}"),
+        ("DELETE", "/staff/jobs/{}"),
+        ("POST", "/staff/jobs/{}/requeue"),
+    ],
+)
+async def test_path_ids_postgresql_cannot_take_are_refused_at_the_edge(
+    api: AsyncTestClient[Litestar], session: AsyncSession, method: str, template: str, ident: str
+) -> None:
+    issued = await create_key(session, f"admin-{uuid.uuid4().hex[:8]}", StaffRole.ADMIN)
+    await session.commit()
+    response = await api.request(
+        method,
+        template.format(ident),
+        headers={"Authorization": f"Bearer {issued.secret}", "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code in (400, 404), (response.status_code, response.text)
+    assert response.headers["content-type"].startswith(PROBLEM)
