@@ -324,6 +324,31 @@ async def test_no_sale_outside_the_window_or_when_paused(
         )
 
 
+async def test_a_pause_committed_while_a_hold_is_under_way_is_seen_by_its_claim(
+    engine: AsyncEngine, session: AsyncSession, event: SmallEvent, fan: Owner
+) -> None:
+    """The sale's state is read by the claim statement itself: a hold stalled after its
+    first statement (the cap lock, held here by a rival) and a pause committed meanwhile
+    gets no seats. A sale check in a statement of its own, before the claim, would have
+    passed and then claimed for a paused sale."""
+    assert fan.fan_id is not None
+    lock = f"cap:{fan.fan_id}:{event.event_id}"
+    async with make_sessionmaker(engine)() as rival, make_sessionmaker(engine)() as operator:
+        await rival.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": lock})
+        attempt = asyncio.create_task(_hold_seats(session, event, fan, event.seat_ids[0]))
+        await asyncio.sleep(0.3)
+        assert not attempt.done()
+        await operator.execute(
+            text("UPDATE events SET status = 'paused' WHERE id = :e"), {"e": event.event_id}
+        )
+        await operator.commit()
+        await rival.commit()
+        with pytest.raises(SaleNotOpen):
+            await attempt
+    await session.rollback()
+    assert "held" not in await _states(session, event)
+
+
 async def test_an_expired_hold_blocks_no_one_before_any_tidy_up(
     session: AsyncSession, event: SmallEvent, fan: Owner
 ) -> None:
@@ -557,6 +582,24 @@ async def test_a_hold_locked_past_the_lock_timeout_answers_busy_not_a_server_err
         async with make_sessionmaker(impatient)() as other:
             with pytest.raises(InventoryBusy):
                 await holds.release_hold(other, hold_id=view.id, owner=fan)
+        await session.rollback()
+    finally:
+        await impatient.dispose()
+
+
+async def test_a_cap_lock_wait_past_the_lock_timeout_answers_busy_not_a_server_error(
+    database_url: str, session: AsyncSession, event: SmallEvent, fan: Owner
+) -> None:
+    """Another tab of the same fan holding the cap lock too long: "busy, retry" (503), not
+    an unmapped lock-timeout error."""
+    assert fan.fan_id is not None
+    lock = f"cap:{fan.fan_id}:{event.event_id}"
+    impatient = make_async_engine(database_url, connect_args={"options": "-c lock_timeout=200ms"})
+    try:
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": lock})
+        async with make_sessionmaker(impatient)() as other:
+            with pytest.raises(InventoryBusy):
+                await _hold_seats(other, event, fan, event.seat_ids[0])
         await session.rollback()
     finally:
         await impatient.dispose()
