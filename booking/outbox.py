@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    delete,
     func,
     insert,
     select,
@@ -52,18 +53,21 @@ class OutboxMessage(Base):
 class Topic:
     """What the outbox carries. Consumers switch on these strings, so they never change."""
 
-    HOLD_RELEASED = "hold.released"
-    HOLD_EXPIRED = "hold.expired"
-    HOLD_PAYMENT_FAILED = "hold.payment_failed"
     HOLD_REFUND_REQUIRED = "hold.refund_required"
     ORDER_CONFIRMED = "order.confirmed"
     ORDER_REFUNDED = "order.refunded"
     UNITS_CHANGED = "units.changed"
 
 
-# Facts earlier versions wrote (one expiry job per hold was scheduled from them); no code
-# writes them now, and the relay drains any left in a database.
-LEGACY_TOPICS = frozenset({"hold.created", "hold.renewed", "hold.paying"})
+# Facts earlier versions wrote; no code writes them now, and the relay drains any left in a
+# database. One expiry job per hold was scheduled from the first three; nothing ever took the
+# last three, which piled up pending for ever and made the relay's query slower with every
+# hold released (the seat map hears of it from ``units.changed``, the hold row is the record).
+LEGACY_TOPICS = frozenset(
+    {"hold.created", "hold.renewed", "hold.paying", "hold.released", "hold.expired", "hold.payment_failed"}
+)
+# Relayed facts are kept this long for whoever investigates an incident, then pruned.
+RETENTION = dt.timedelta(days=7)
 
 
 async def emit(
@@ -210,3 +214,22 @@ async def pending_count(session: AsyncSession) -> int:
         )
         or 0
     )
+
+
+async def prune(session: AsyncSession, *, limit: int = 10_000) -> int:
+    """Delete up to ``limit`` facts relayed more than ``RETENTION`` ago, oldest first;
+    returns how many. Commits. Pending facts are never pruned, however old."""
+    # Ids grow with time and facts are relayed about in id order, so the oldest relayed ones
+    # are at the start of the primary key: the walk stops after ``limit`` of them.
+    doomed = (
+        select(OutboxMessage.id)
+        .where(OutboxMessage.relayed_at.is_not(None), OutboxMessage.relayed_at < func.now() - RETENTION)
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        delete(OutboxMessage).where(OutboxMessage.id.in_(doomed.scalar_subquery()))
+    )
+    await session.commit()
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

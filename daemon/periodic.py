@@ -39,6 +39,7 @@ PERIODIC: tuple[Periodic, ...] = (
     Periodic("reconcile-payments", 30, "jobs.payments.reconcile_payments", "default"),
     Periodic("refunds", 60, "jobs.payments.make_refunds", "default"),
     Periodic("prune-idempotency", 3600, "jobs.maintenance.prune_idempotency_keys", "default"),
+    Periodic("prune-outbox", 3600, "jobs.maintenance.prune_outbox", "default"),
 )
 
 

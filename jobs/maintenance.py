@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from booking import idempotency
+from booking import idempotency, outbox
 from jobs.db import job_session
 
 
@@ -11,5 +11,14 @@ async def prune_idempotency_keys() -> int:
     total = 0
     async with job_session() as session:
         while done := await idempotency.prune(session):
+            total += done
+    return total
+
+
+async def prune_outbox() -> int:
+    """Hourly: forget facts relayed more than a week ago."""
+    total = 0
+    async with job_session() as session:
+        while done := await outbox.prune(session):
             total += done
     return total

@@ -526,7 +526,6 @@ async def release_hold(session: AsyncSession, *, hold_id: uuid.UUID, owner: Owne
     if not await move_hold(session, hold_id, "release"):
         raise HoldStateConflict(hold.state.value, "release")
     units = await inventory.move_hold_units(session, Move.RELEASE, hold_id=hold_id)
-    await emit(session, Topic.HOLD_RELEASED, {"hold_id": str(hold_id)}, catalog_event_id=hold.event_id)
     await units_changed(session, hold.event_id, units, UnitState.AVAILABLE)
     return await get_hold(session, hold_id)
 
@@ -547,11 +546,9 @@ async def expire_hold(session: AsyncSession, hold_id: uuid.UUID) -> bool:
         return False
     units = await inventory.move_hold_units(session, Move.EXPIRE, hold_id=hold_id)
     changed = bool(units)
-    if hold.state == S.ACTIVE and await move_hold(session, hold_id, "expire"):
-        await emit(session, Topic.HOLD_EXPIRED, {"hold_id": str(hold_id)}, catalog_event_id=hold.event_id)
-        changed = True
-    elif hold.state == S.FAILED and await move_hold(session, hold_id, "lapse"):
-        await emit(session, Topic.HOLD_RELEASED, {"hold_id": str(hold_id)}, catalog_event_id=hold.event_id)
+    if (hold.state == S.ACTIVE and await move_hold(session, hold_id, "expire")) or (
+        hold.state == S.FAILED and await move_hold(session, hold_id, "lapse")
+    ):
         changed = True
     await units_changed(session, hold.event_id, units, UnitState.AVAILABLE)
     return changed
@@ -625,5 +622,4 @@ async def fail_payment(session: AsyncSession, *, hold_id: uuid.UUID) -> HoldView
         return await get_hold(session, hold_id)
     if not await move_hold(session, hold_id, "fail_payment"):
         raise HoldStateConflict(hold.state.value, "fail the payment of")
-    await emit(session, Topic.HOLD_PAYMENT_FAILED, {"hold_id": str(hold_id)}, catalog_event_id=hold.event_id)
     return await get_hold(session, hold_id)

@@ -13,6 +13,7 @@ from rq.registry import ScheduledJobRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from booking import outbox
 from booking.errors import SeatsTaken
 from booking.holds import service as holds
 from booking.holds.policy import HoldPolicy
@@ -20,6 +21,7 @@ from booking.holds.service import Owner, SeatSelection
 from booking.outbox import Message, Topic, emit, relay_batch
 from daemon.periodic import PERIODIC, tick
 from jobs.holds import expire_hold, sweep_expired_holds
+from jobs.maintenance import prune_outbox
 from jobs.outbox import Consumers, relay_outbox, seatmap_version_key, units_channel
 from tests.factories import SmallEvent, advance_clock, make_event, make_fan
 
@@ -63,7 +65,8 @@ async def test_a_duplicated_expiry_job_has_one_effect(session: AsyncSession, eve
     await advance_clock(session, 600)
     assert await expire_hold(str(view.id)) is True
     assert await expire_hold(str(view.id)) is False
-    assert await session.scalar(text("SELECT count(*) FROM outbox WHERE topic = 'hold.expired'")) == 1
+    freed = "SELECT count(*) FROM outbox WHERE topic = 'units.changed' AND payload->>'state' = 'available'"
+    assert await session.scalar(text(freed)) == 1
     assert await session.scalar(text("SELECT count(*) FROM inventory_units WHERE state = 'held'")) == 0
 
 
@@ -193,3 +196,37 @@ def test_each_periodic_slot_is_enqueued_once_however_many_workers_tick(redis_url
     assert tick(redis, now) == []  # a second worker, same second
     assert tick(redis, now + 1) == ["tick-relay-1800000001"]  # only the 1 s task has a new slot
     assert tick(redis, now + 15) == ["tick-relay-1800000015", "tick-sweep-120000001"]
+
+
+async def test_facts_nothing_consumes_are_drained_not_left_pending(session: AsyncSession) -> None:
+    """Rows of topics no code writes any more (nothing ever took hold.released, hold.expired
+    or hold.payment_failed) are marked relayed, so the pending set does not grow for ever."""
+    for topic in ("hold.released", "hold.expired", "hold.payment_failed", "hold.created"):
+        await emit(session, topic, {"hold_id": "h"})
+    await session.commit()
+    assert await relay_outbox() == {"delivered": 4, "failed": 0}
+    assert await session.scalar(text("SELECT count(*) FROM outbox WHERE relayed_at IS NULL")) == 0
+
+
+async def test_relayed_facts_are_pruned_after_their_retention_and_pending_ones_never(
+    session: AsyncSession,
+) -> None:
+    for n in range(3):
+        await emit(session, Topic.UNITS_CHANGED, {"n": n})
+    await session.commit()
+    ids = (await session.scalars(text("SELECT id FROM outbox ORDER BY id"))).all()
+    old, recent, pending = ids
+    await session.execute(
+        text("UPDATE outbox SET relayed_at = now() - :age WHERE id = :id"),
+        [
+            {"id": old, "age": outbox.RETENTION + dt.timedelta(minutes=1)},
+            {"id": recent, "age": dt.timedelta(days=1)},
+        ],
+    )
+    await session.execute(
+        text("UPDATE outbox SET created_at = now() - interval '30 days' WHERE id = :id"), {"id": pending}
+    )
+    await session.commit()
+    assert await prune_outbox() == 1
+    assert (await session.scalars(text("SELECT id FROM outbox ORDER BY id"))).all() == [recent, pending]
+    assert await prune_outbox() == 0
