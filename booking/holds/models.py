@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from booking.catalog.models import CURRENCY_CHECK
@@ -39,6 +39,13 @@ class Hold(Base):
         CheckConstraint(CURRENCY_CHECK, name="currency_iso"),
         Index("ix_holds_event_state", "event_id", "state"),
         Index("ix_holds_fan_event", "fan_id", "event_id"),
+        # The sweeper's (and reconciliation's) way to the live holds whose deadline passed,
+        # oldest first, without reading the finished ones.
+        Index(
+            "ix_holds_live_expires_at",
+            "expires_at",
+            postgresql_where=text("state IN ('active', 'paying', 'failed')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()

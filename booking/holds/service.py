@@ -23,6 +23,7 @@ from booking.errors import (
     HoldNotFound,
     HoldStateConflict,
     InvalidRequest,
+    InventoryBusy,
     RenewalLimit,
     SaleNotOpen,
     TicketCapReached,
@@ -568,8 +569,12 @@ def _needs_tidying() -> ColumnElement[bool]:
 
 async def sweep_expired(session: AsyncSession, *, limit: int = 500) -> int:
     """Tidy up to ``limit`` holds past their deadline, oldest first; returns how many.
+    The caller commits.
 
-    Holds another sweeper (or an expiry job) is working on are skipped, not waited for.
+    Holds another sweeper (or an expiry job) is working on are skipped, not waited for; so is
+    one whose units stay locked past ``lock_timeout`` (a claim taking them this moment). Each
+    hold is tidied in a savepoint of its own, so one busy row costs only its own tidy-up,
+    which the next sweep does, not the whole batch's.
     """
     ids = (
         await session.scalars(
@@ -582,7 +587,11 @@ async def sweep_expired(session: AsyncSession, *, limit: int = 500) -> int:
     ).all()
     tidied = 0
     for hold_id in ids:
-        tidied += await expire_hold(session, hold_id)
+        try:
+            async with session.begin_nested(), inventory.busy_is_retryable():
+                tidied += await expire_hold(session, hold_id)
+        except InventoryBusy:
+            continue
     return tidied
 
 

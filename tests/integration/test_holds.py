@@ -608,3 +608,31 @@ async def test_a_cap_lock_wait_past_the_lock_timeout_answers_busy_not_a_server_e
         await session.rollback()
     finally:
         await impatient.dispose()
+
+
+async def test_a_busy_hold_costs_the_sweep_only_its_own_tidy_up(
+    database_url: str, session: AsyncSession, event: SmallEvent
+) -> None:
+    """One expired hold whose units stay locked past lock_timeout is skipped (the next sweep
+    tidies it); the others in the batch are tidied and committed all the same."""
+    views = [
+        await _hold_seats(session, event, Owner(fan_id=await make_fan(session)), seat)
+        for seat in event.seat_ids[:3]
+    ]
+    await advance_clock(session, POLICY.ttl.total_seconds() + 1)
+    impatient = make_async_engine(database_url, connect_args={"options": "-c lock_timeout=200ms"})
+    try:
+        async with make_sessionmaker(impatient)() as locker, make_sessionmaker(impatient)() as sweeper:
+            await locker.execute(
+                text("SELECT 1 FROM inventory_units WHERE hold_id = :h FOR UPDATE"), {"h": views[1].id}
+            )
+            assert await holds.sweep_expired(sweeper) == 2
+            await sweeper.commit()
+            await locker.rollback()
+            assert await holds.sweep_expired(sweeper) == 1
+            await sweeper.commit()
+    finally:
+        await impatient.dispose()
+    states = (await session.scalars(text("SELECT state FROM holds ORDER BY created_at"))).all()
+    assert states == ["expired"] * 3
+    assert "held" not in await _states(session, event)
