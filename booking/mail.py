@@ -119,6 +119,10 @@ async def refund_notice(
             "and the seats had already gone to another fan"
         ),
         "duplicate_payment": "the booking was already paid by another payment, so this one was not needed",
+        "ticket_cap": (
+            "your payment reached us after your hold had expired, and with the tickets you have bought "
+            "since, it would take you past the limit of tickets per fan for this event"
+        ),
     }
     why = reasons.get(reason, reason)
     body = (

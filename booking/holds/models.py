@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, SmallInteger, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from booking.catalog.models import CURRENCY_CHECK
@@ -59,6 +59,9 @@ class Hold(Base):
     total_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     renewals: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The per-fan cap the hold was granted under (none for staff): a payment that succeeds
+    # after the hold stopped counting toward it is checked against it again.
+    ticket_cap: Mapped[int | None] = mapped_column(SmallInteger)
     created_at: Mapped[dt.datetime] = now_default()
     expires_at: Mapped[dt.datetime]
     ended_at: Mapped[dt.datetime | None]

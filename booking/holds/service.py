@@ -359,10 +359,11 @@ def _claim_sql(kind: str, *, capped: bool) -> str:
         "  FROM claimed c JOIN price_tiers t ON t.id = c.price_tier_id),"
         " hold AS ("
         "  INSERT INTO holds"
-        "   (id, event_id, fan_id, staff_key_id, quantity, total_minor, currency, expires_at)"
+        "   (id, event_id, fan_id, staff_key_id, quantity, total_minor, currency, expires_at, ticket_cap)"
         "  SELECT new.id, :event_id, :fan_id, :staff_key_id, :quantity,"
         "   (SELECT coalesce(sum(price_minor), 0) FROM priced),"
-        "   (SELECT coalesce(min(currency), 'XXX') FROM priced), new.expires_at FROM new"
+        "   (SELECT coalesce(min(currency), 'XXX') FROM priced), new.expires_at,"
+        "   CAST(:ticket_cap AS smallint) FROM new"
         "  RETURNING id, created_at, expires_at),"
         " items AS ("
         "  INSERT INTO hold_items (hold_id, unit_id, price_tier_id, price_minor, currency)"
@@ -386,6 +387,18 @@ _CLAIMS = {
     for capped in (True, False)
 }
 _CAP_LOCK = HotStatement("SELECT pg_advisory_xact_lock(hashtextextended(:lock, 0))")
+
+
+async def lock_fan_cap(session: AsyncSession, fan_id: uuid.UUID, event_id: uuid.UUID) -> None:
+    """Serialise, until the caller's transaction ends, everything that adds to one fan's
+    tickets for one event (new holds, late confirmations), so two cannot both pass the cap.
+    Count in a statement begun after this returns.
+
+    Raises:
+        InventoryBusy (the lock stayed taken past the lock timeout).
+    """
+    async with inventory.busy_is_retryable():
+        await _CAP_LOCK.rows(session, {"lock": f"cap:{fan_id}:{event_id}"})
 
 
 async def create_hold(
@@ -420,6 +433,7 @@ async def create_hold(
         "staff_key_id": owner.staff_key_id,
         "quantity": quantity,
         "cap": policy.tickets_per_fan if capped else quantity,
+        "ticket_cap": policy.tickets_per_fan if capped else None,
         "ttl": policy.ttl,
         "topic": Topic.UNITS_CHANGED,
     }
@@ -429,9 +443,10 @@ async def create_hold(
     else:
         kind = "ga"
         params["tier_id"] = selection.tier_id
+    if capped:
+        assert owner.fan_id is not None
+        await lock_fan_cap(session, owner.fan_id, event_id)
     async with inventory.busy_is_retryable():
-        if capped:
-            await _CAP_LOCK.rows(session, {"lock": f"cap:{owner.fan_id}:{event_id}"})
         rows = await _CLAIMS[kind, capped].rows(session, params)
     sale_open, already, currencies, hold_id, created_at, expires_at = rows[0][:6]
     if not sale_open:

@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from booking.catalog.models import Event
 from booking.errors import CancellationClosed, HoldStateConflict, OrderNotFound
 from booking.holds.models import Hold, HoldItem, HoldState
-from booking.holds.service import lock_hold, move_hold, units_changed
+from booking.holds.service import (
+    LIVE_STATES,
+    lock_fan_cap,
+    lock_hold,
+    move_hold,
+    tickets_of_fan,
+    units_changed,
+)
 from booking.inventory import service as inventory
 from booking.inventory.models import InventoryUnit, UnitState
 from booking.inventory.transitions import Move, guard
@@ -41,6 +48,8 @@ class Confirmation:
     order_id: uuid.UUID | None
     # True when this call found the work already done (a repeated webhook or job).
     repeated: bool
+    # Why the money goes back, when it does (``Outcome.REFUND_REQUIRED``).
+    refund_reason: str | None = None
 
 
 class _SeatsGone(Exception):
@@ -53,15 +62,26 @@ async def confirm_hold(
     """Turn a hold whose payment succeeded into an order: units sold, order, items and one
     ticket per unit, all in the caller's transaction. Safe to repeat.
 
+    The money comes back instead (``Outcome.REFUND_REQUIRED``, with the reason) when the
+    hold's units went to someone else after its deadline (``seats_taken``), or when the hold
+    had stopped counting toward its fan's cap (past its deadline, or given up) and the fan's
+    other tickets now leave no room for it (``ticket_cap``).
+
     Raises:
-        HoldNotFound.
+        HoldNotFound, InventoryBusy.
     """
-    hold, _ = await lock_hold(session, hold_id, None)
+    hold, now = await lock_hold(session, hold_id, None)
     if hold.state == HoldState.CONFIRMED:
         order_id = await session.scalar(select(Order.id).where(Order.hold_id == hold_id))
         return Confirmation(Outcome.CONFIRMED, hold_id, order_id, repeated=True)
     if hold.state == HoldState.REFUNDED:
         return Confirmation(Outcome.REFUND_REQUIRED, hold_id, None, repeated=True)
+    counted = hold.state in LIVE_STATES and hold.expires_at > now
+    if hold.fan_id is not None and hold.ticket_cap is not None and not counted:
+        # Before any unit is locked: a new hold takes this lock first and units after it.
+        await lock_fan_cap(session, hold.fan_id, hold.event_id)
+        if await tickets_of_fan(session, hold.fan_id, hold.event_id) + hold.quantity > hold.ticket_cap:
+            return await _refund_required(session, hold, reason="ticket_cap")
     items = (
         await session.scalars(select(HoldItem).where(HoldItem.hold_id == hold_id).order_by(HoldItem.unit_id))
     ).all()
@@ -132,7 +152,8 @@ async def confirm_hold(
 
 def _confirm_paid_sql() -> str:
     """A paid hold made an order in one statement: the common case of ``settle`` for a
-    payment that succeeded while its hold was still ``paying``.
+    payment that succeeded while its hold was still ``paying`` and within its deadline (so
+    still counted toward its fan's cap; a later success goes the slow way, which checks).
 
     The payment row, then the hold row, are locked (the order every settlement takes them
     in); the units are locked in id order and sold under the transition table's SELL guard;
@@ -147,7 +168,7 @@ def _confirm_paid_sql() -> str:
         "  WHERE id = :payment_id AND hold_id = :hold_id AND state = 'pending' FOR UPDATE),"
         " h AS (SELECT holds.id, holds.event_id, holds.fan_id, holds.staff_key_id, holds.total_minor,"
         "  holds.currency FROM holds, pay WHERE holds.id = :hold_id AND holds.state = 'paying'"
-        "  FOR UPDATE OF holds),"
+        "  AND holds.expires_at > now() FOR UPDATE OF holds),"
         " items AS (SELECT hi.unit_id, hi.price_tier_id, hi.price_minor, hi.currency"
         "  FROM hold_items hi, h WHERE hi.hold_id = h.id),"
         " new_order AS (SELECT gen_random_uuid() AS id FROM h),"
@@ -237,7 +258,7 @@ async def _refund_required(session: AsyncSession, hold: Hold, *, reason: str) ->
         catalog_event_id=hold.event_id,
     )
     await units_changed(session, hold.event_id, released, UnitState.AVAILABLE)
-    return Confirmation(Outcome.REFUND_REQUIRED, hold.id, None, repeated=False)
+    return Confirmation(Outcome.REFUND_REQUIRED, hold.id, None, repeated=False, refund_reason=reason)
 
 
 async def refund_order(session: AsyncSession, *, order_id: uuid.UUID) -> bool:

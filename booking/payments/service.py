@@ -282,12 +282,20 @@ async def checkout(
     )
 
 
+# What the refund record says, by the reason the confirmation gave.
+REFUND_REASONS = {
+    "seats_taken": "The seats were taken after the hold expired.",
+    "ticket_cap": "The payment arrived after the hold expired, and the fan's tickets since reach the cap.",
+}
+
+
 async def settle(session: AsyncSession, payment_id: uuid.UUID, answer: GatewayPayment) -> Settlement:
     """Step 3: apply the provider's answer to a payment, in the caller's transaction. Safe to
     repeat and to call out of order: a payment that is already final does not change.
 
     Money that arrived always ends somewhere: a success confirms the hold, or, when its seats
-    were taken after its deadline, records a pending refund (made by the refund job).
+    were taken after its deadline or its fan's cap has no room left for it, records a pending
+    refund (made by the refund job).
     """
     payment = await session.scalar(
         select(Payment)
@@ -328,7 +336,7 @@ async def settle(session: AsyncSession, payment_id: uuid.UUID, answer: GatewayPa
                 session,
                 payment,
                 refund_key("hold", payment.hold_id),
-                reason="The seats were taken after the hold expired.",
+                reason=REFUND_REASONS.get(confirmation.refund_reason or "", REFUND_REASONS["seats_taken"]),
             )
     elif answer.status == GatewayStatus.FAILED:
         failure = answer.failure_code or "failed"

@@ -153,6 +153,98 @@ async def test_a_late_success_whose_seats_were_taken_is_refunded_once(
     assert await payments.pending_refunds(session) == []
 
 
+async def test_a_late_success_past_the_fans_cap_is_refunded_not_confirmed(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: OfflineGateway,
+    event: SmallEvent,
+) -> None:
+    """A hold stops counting toward its fan's cap at its deadline, so the fan may buy other
+    tickets while its payment is still out; if that payment succeeds after all, the fan
+    would pass the cap. It is refunded instead, and says why."""
+    policy = HoldPolicy(tickets_per_fan=2)
+    owner = Owner(fan_id=await make_fan(session))
+
+    async def hold(seats: list[int]) -> uuid.UUID:
+        view = await holds.create_hold(
+            session,
+            owner=owner,
+            event_id=event.event_id,
+            selection=SeatSelection(tuple(seats)),
+            policy=policy,
+        )
+        await session.commit()
+        return view.id
+
+    slow = await hold(event.seat_ids[:2])
+    assert (
+        await pay_with_card(sessions, gateway, owner, slow, offline.LATE_SUCCESS, policy)
+    ).result == Result.PENDING
+    await advance_clock(session, policy.payment_grace.total_seconds() + 1)
+    fresh = await hold(event.seat_ids[2:4])
+    assert (
+        await pay_with_card(sessions, gateway, owner, fresh, offline.SUCCESS, policy)
+    ).result == Result.CONFIRMED
+    (due,) = await payments.due_for_reconciliation(session)
+    assert (await payments.reconcile(sessions, gateway, due)).result == Result.REFUND_REQUIRED
+    active = "SELECT count(*) FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.fan_id = :f AND i.state = 'active'"
+    assert await _scalar(session, active, f=owner.fan_id) == 2
+    (refund,) = await payments.pending_refunds(session)
+    assert await _scalar(session, "SELECT reason FROM refunds") == payments.REFUND_REASONS["ticket_cap"]
+    assert await payments.make_refund(sessions, gateway, refund)
+    # The slow hold's seats are free again for anyone.
+    assert await _scalar(session, "SELECT count(*) FROM inventory_units WHERE state = 'sold'") == 2
+
+
+async def test_a_declined_payment_completed_after_the_fan_bought_elsewhere_is_refunded(
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: OfflineGateway,
+    event: SmallEvent,
+) -> None:
+    """Decline, release, buy up to the cap, then the old payment completes at the provider
+    (Stripe keeps a declined intent open for another try): no second set of tickets."""
+    policy = HoldPolicy(tickets_per_fan=2)
+    owner = Owner(fan_id=await make_fan(session))
+    first = await holds.create_hold(
+        session,
+        owner=owner,
+        event_id=event.event_id,
+        selection=SeatSelection(tuple(event.seat_ids[:2])),
+        policy=policy,
+    )
+    await session.commit()
+    declined = await pay_with_card(sessions, gateway, owner, first.id, offline.DECLINED, policy)
+    assert declined.result == Result.FAILED
+    await holds.release_hold(session, hold_id=first.id, owner=owner)
+    await session.commit()
+    second = await holds.create_hold(
+        session,
+        owner=owner,
+        event_id=event.event_id,
+        selection=SeatSelection(tuple(event.seat_ids[2:4])),
+        policy=policy,
+    )
+    await session.commit()
+    assert (
+        await pay_with_card(sessions, gateway, owner, second.id, offline.SUCCESS, policy)
+    ).result == Result.CONFIRMED
+    ref = str(
+        await _scalar(session, "SELECT provider_ref FROM payments WHERE id = :p", p=declined.payment_id)
+    )
+    async with sessions() as late:
+        settled = await payments.settle(
+            late, declined.payment_id, GatewayPayment(ref, GatewayStatus.SUCCEEDED, 0, "EUR")
+        )
+        await late.commit()
+    assert settled.result == Result.REFUND_REQUIRED
+    assert await _scalar(session, "SELECT count(*) FROM orders WHERE fan_id = :f", f=owner.fan_id) == 1
+    assert (
+        await _scalar(session, "SELECT count(*) FROM refunds WHERE payment_id = :p", p=declined.payment_id)
+        == 1
+    )
+
+
 async def test_a_cancelled_order_refunds_its_payment(
     session: AsyncSession,
     sessions: async_sessionmaker[AsyncSession],
