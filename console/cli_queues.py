@@ -13,8 +13,10 @@ A change the system refuses (an unknown job, a name already taken) leaves a ``fa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -592,11 +594,22 @@ def audit_tail(
         for entry in latest:
             emit(entry)
         last = latest[-1].id if latest else await _newest_id(session)
-        while True:
-            await asyncio.sleep(1)
-            for entry in await _entries_after(session, last, action):
-                emit(entry)
-                last = entry.id
+        # Ctrl-C ends the loop between polls, never in the middle of a read: cancelling a
+        # query on the way out made the exit wait on the database.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1)
+                if stop.is_set():
+                    return
+                for entry in await _entries_after(session, last, action):
+                    emit(entry)
+                    last = entry.id
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
 
     try:
         with_session(settings, work)
