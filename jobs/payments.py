@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from booking.payments import service as payments
 from booking.payments.gateway import GatewayError
 from booking.payments.registry import Gateways
@@ -19,7 +21,8 @@ log = logging.getLogger("boxoffice.jobs.payments")
 
 async def reconcile_payments(limit: int = 100) -> dict[str, int]:
     """Every 30 s: ask the provider about payments pending past their hold's grace or for
-    longer than a couple of minutes, and settle them."""
+    longer than a couple of minutes, and settle them; then cancel at the provider the failed
+    payments their holds gave up on."""
     counts = {"confirmed": 0, "refund_required": 0, "failed": 0, "pending": 0, "errors": 0}
     async with job_sessions() as sessions:
         gateways = Gateways(get_settings(), sessions)
@@ -41,7 +44,24 @@ async def reconcile_payments(limit: int = 100) -> dict[str, int]:
                 await payments.postpone(sessions, payment_id=item.payment_id)
                 continue
             counts[settled.result.value] += 1
+        counts["closed"] = await _close_failed(sessions, gateways, limit)
     return counts
+
+
+async def _close_failed(sessions: async_sessionmaker[AsyncSession], gateways: Gateways, limit: int) -> int:
+    # Failed payments whose hold gave up on them: cancelled at the provider, so a declined
+    # intent cannot be completed later for a booking that no longer wants it.
+    async with sessions() as session:
+        due = await payments.failed_to_close(session, limit=limit)
+    closed = 0
+    for item in due:
+        try:
+            await payments.close_failed(sessions, gateways.get(item.provider), item)
+        except Exception:
+            log.exception("closing failed payment %s at its provider", item.payment_id)
+            continue
+        closed += 1
+    return closed
 
 
 async def make_refunds(limit: int = 100) -> dict[str, int]:

@@ -48,6 +48,14 @@ class Payment(Base):
             postgresql_where=text("state IN ('pending', 'succeeded')"),
         ),
         Index("ix_payments_state_updated", "state", "updated_at"),
+        # Failed payments whose provider-side payment is still open: the closing job's list.
+        Index(
+            "ix_payments_failed_open",
+            "updated_at",
+            postgresql_where=text(
+                "state = 'failed' AND provider_ref IS NOT NULL AND provider_closed_at IS NULL"
+            ),
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -64,6 +72,9 @@ class Payment(Base):
     details: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     created_at: Mapped[dt.datetime] = now_default()
     updated_at: Mapped[dt.datetime] = now_default()
+    # When the provider was told to close a failed payment for good, so it can take no money
+    # later (a declined Stripe intent stays open for another card until cancelled).
+    provider_closed_at: Mapped[dt.datetime | None]
 
 
 class Refund(Base):

@@ -19,9 +19,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from booking.errors import HoldExpired, HoldNotFound, HoldStateConflict, OrderNotFound
 from booking.holds import service as holds
@@ -534,8 +535,10 @@ async def reconcile(sessions: async_sessionmaker[AsyncSession], gateway: Gateway
         answer = await gateway.find(payment_key(due.hold_id, due.payment_id))
         if answer is not None and answer.status == GatewayStatus.PENDING and due.hold_overdue:
             answer = await gateway.retrieve(answer.ref, hold_overdue=True)
+    closed = False
     if answer is not None and answer.status == GatewayStatus.PENDING and due.abandoned:
         answer = await gateway.cancel(answer.ref)
+        closed = answer.status != GatewayStatus.PENDING
     async with sessions() as session:
         if answer is None:
             if not due.hold_overdue:
@@ -544,7 +547,70 @@ async def reconcile(sessions: async_sessionmaker[AsyncSession], gateway: Gateway
             answer = GatewayPayment("", GatewayStatus.FAILED, 0, "XXX", failure_code="not_created")
         outcome = await settle(session, due.payment_id, answer)
         await session.execute(
-            update(Payment).where(Payment.id == due.payment_id).values(updated_at=func.now())
+            update(Payment)
+            .where(Payment.id == due.payment_id)
+            .values(updated_at=func.now(), **({"provider_closed_at": func.now()} if closed else {}))
+        )
+        await session.commit()
+    return outcome
+
+
+@dataclass(frozen=True)
+class OpenFailure:
+    payment_id: uuid.UUID
+    provider: PaymentProvider
+    ref: str
+
+
+async def failed_to_close(session: AsyncSession, *, limit: int = 100) -> list[OpenFailure]:
+    """Failed payments the provider may still let take money, whose hold no longer waits
+    for them: the hold ended or passed its deadline, or a newer payment was opened for it.
+
+    One that failed on a hold still live is left open: with Stripe the payer may try another
+    card on the same intent, and its success confirms the hold (``settle``)."""
+    newer = aliased(Payment)
+    given_up = or_(
+        Hold.state.not_in(sorted(holds.LIVE_STATES)),
+        Hold.expires_at <= func.now(),
+        exists().where(newer.hold_id == Payment.hold_id, newer.created_at > Payment.created_at),
+    )
+    rows = (
+        await session.execute(
+            select(Payment.id, Payment.provider, Payment.provider_ref)
+            .join(Hold, Hold.id == Payment.hold_id)
+            .where(
+                Payment.state == PaymentState.FAILED,
+                Payment.provider_ref.is_not(None),
+                Payment.provider_closed_at.is_(None),
+                given_up,
+            )
+            .order_by(Payment.updated_at)
+            .limit(limit)
+        )
+    ).all()
+    return [OpenFailure(pid, provider, str(ref)) for pid, provider, ref in rows]
+
+
+async def close_failed(
+    sessions: async_sessionmaker[AsyncSession], gateway: Gateway, item: OpenFailure
+) -> Settlement | None:
+    """Tell the provider to cancel one given-up failed payment, and record that it did. If
+    the payer completed it a moment ago the provider says so instead, and the success is
+    settled like any late one (an order if the seats and the cap allow, else a refund).
+    Returns that settlement, or None.
+
+    Raises:
+        GatewayTimeout, GatewayError (it stays open and is tried again next round).
+    """
+    answer = await gateway.cancel(item.ref)
+    if answer.status == GatewayStatus.PENDING:
+        return None  # being processed: the next round sees how it ended
+    async with sessions() as session:
+        outcome = None
+        if answer.status == GatewayStatus.SUCCEEDED:
+            outcome = await settle(session, item.payment_id, answer)
+        await session.execute(
+            update(Payment).where(Payment.id == item.payment_id).values(provider_closed_at=func.now())
         )
         await session.commit()
     return outcome

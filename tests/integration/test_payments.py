@@ -20,7 +20,9 @@ from booking.payments.gateway import GatewayError, GatewayPayment, GatewayStatus
 from booking.payments.models import PaymentProvider
 from booking.payments.offline import OfflineGateway
 from booking.payments.service import Result
+from booking.payments.stripe_gateway import StripeGateway
 from tests.factories import SmallEvent, advance_clock, make_event, make_fan, pay_with_card
+from tests.fakes.stripe import CARD_DECLINED, CARD_SUCCESS, FakeStripe, FakeStripeError
 
 POLICY = HoldPolicy()
 
@@ -376,3 +378,33 @@ async def test_declined_checkouts_cannot_keep_seats_off_sale_for_ever(
     assert 1 < tries <= limit.total_seconds() // step + 1
     assert await _scalar(session, "SELECT state FROM holds WHERE id = :h", h=hold_id) == "failed"
     assert await _scalar(session, "SELECT count(*) FROM payments WHERE hold_id = :h", h=hold_id) == tries
+
+
+async def test_a_declined_intent_is_cancelled_at_stripe_once_its_hold_gives_up(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], event: SmallEvent
+) -> None:
+    """While the hold lives, a declined intent stays open (the payer may try another card on
+    it); once the fan releases the hold it is cancelled at Stripe, so it can take no money."""
+    fake = FakeStripe()
+    stripe = StripeGateway(fake.api_key, http_client=fake.http_client)
+    owner, hold_id = await _hold(session, event, event.seat_ids[:2])
+    started = await payments.checkout(
+        sessions, gateway=stripe, owner=owner, hold_id=hold_id, method={}, policy=POLICY
+    )
+    assert started.result == Result.PENDING
+    ref = str(await _scalar(session, "SELECT provider_ref FROM payments WHERE id = :p", p=started.payment_id))
+    fake.confirm(ref, card=CARD_DECLINED)
+    async with sessions() as s:
+        failed = await payments.settle(s, started.payment_id, await stripe.retrieve(ref, hold_overdue=False))
+        await s.commit()
+    assert failed.result == Result.FAILED
+    assert await payments.failed_to_close(session) == []
+    await holds.release_hold(session, hold_id=hold_id, owner=owner)
+    await session.commit()
+    (due,) = await payments.failed_to_close(session)
+    assert due.ref == ref
+    assert await payments.close_failed(sessions, stripe, due) is None
+    assert (await stripe.retrieve(ref, hold_overdue=True)).failure_code == "abandoned"
+    with pytest.raises(FakeStripeError):
+        fake.confirm(ref, card=CARD_SUCCESS)
+    assert await payments.failed_to_close(session) == []
