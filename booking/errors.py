@@ -255,6 +255,17 @@ class CancellationClosed(BookingError):
     status = 409
 
 
+class PaymentNotRecordedYet(BookingError):
+    # A webhook about one of our payments (its metadata names it) that is not committed
+    # here yet: not acknowledged, so the provider delivers it again.
+    code = "payment-not-recorded-yet"
+    title = "This payment is not recorded here yet"
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("Deliver the event again later.", retry_after=30)
+
+
 class PaymentProviderUnavailable(BookingError):
     code = "payment-provider-unavailable"
     title = "That payment provider is not offered here"

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from litestar import Request, Response, post
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.idempotency import render_error
-from booking.errors import PaymentProviderUnavailable
+from booking.errors import PaymentNotRecordedYet, PaymentProviderUnavailable
 from booking.idempotency import StoredResponse, run_once
 from booking.payments import service as payments
+from booking.payments.gateway import GatewayPayment
 from booking.payments.models import Payment, PaymentProvider
 from booking.payments.registry import Gateways
 from booking.payments.webhooks import verify_stripe_event
@@ -63,15 +65,15 @@ async def stripe_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
     async def handle(session: AsyncSession) -> StoredResponse:
         outcome = "ignored"
         if answer is not None:
-            payment_id = await session.scalar(
-                select(Payment.id).where(
-                    Payment.provider == PaymentProvider.STRIPE, Payment.provider_ref == answer.ref
-                )
-            )
+            payment_id = await _our_payment(session, answer)
             if payment_id is not None:
                 outcome = (await payments.settle(session, payment_id, answer)).result.value
-            # An intent we hold no reference for yet (its create timed out, or checkout has
-            # not recorded it yet) is settled by reconciliation, which finds it by its key.
+            elif answer.payment_id is not None:
+                # One of ours by its metadata, not committed here yet (checkout is still
+                # recording it): left unacknowledged, so Stripe delivers it again, instead of
+                # being stored as handled and never looked at again.
+                raise PaymentNotRecordedYet()
+            # Otherwise the intent is not ours (another application on the same account).
         body = json.dumps({"received": True, "event": event.id, "outcome": outcome}).encode()
         return StoredResponse(200, body, {"content-type": "application/json"})
 
@@ -86,4 +88,34 @@ async def stripe_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
         render_error=render_error,
     )
     stored = result.response
-    return Response(stored.body, status_code=stored.status, media_type="application/json")
+    headers = {k: v for k, v in stored.headers.items() if k != "content-type"}
+    return Response(
+        stored.body,
+        status_code=stored.status,
+        media_type=stored.headers.get("content-type", "application/json"),
+        headers=headers,
+    )
+
+
+async def _our_payment(session: AsyncSession, answer: GatewayPayment) -> uuid.UUID | None:
+    """Our Stripe payment the intent is, by its reference, or else by the payment id in its
+    metadata (a payment whose create timed out has no reference recorded yet; settling it
+    records one)."""
+    by_ref = await session.scalar(
+        select(Payment.id).where(
+            Payment.provider == PaymentProvider.STRIPE, Payment.provider_ref == answer.ref
+        )
+    )
+    if by_ref is not None or answer.payment_id is None:
+        return by_ref
+    try:
+        named = uuid.UUID(answer.payment_id)
+    except ValueError:
+        return None
+    return await session.scalar(
+        select(Payment.id).where(
+            Payment.id == named,
+            Payment.provider == PaymentProvider.STRIPE,
+            or_(Payment.provider_ref.is_(None), Payment.provider_ref == answer.ref),
+        )
+    )

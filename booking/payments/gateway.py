@@ -31,6 +31,9 @@ class GatewayPayment:
     # Handed to the payer's browser (Stripe.js confirms the payment with it); never stored.
     client_secret: str | None = None
     failure_code: str | None = None
+    # Our payment's id, as the provider keeps it with the payment (metadata): how a webhook
+    # about a payment whose reference we have not recorded yet still finds it.
+    payment_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,11 @@ RECONCILE_AFTER = dt.timedelta(minutes=2)
 # A payment still waiting for its payer this long after its hold's grace ran out was
 # abandoned (a closed tab): it is cancelled at the provider so it can never take money.
 ABANDON_AFTER = dt.timedelta(minutes=30)
+# A provider's search (how a payment whose create answer was lost is found) may lag behind
+# its creates: Stripe's usually shows one within a minute. Not finding a payment proves it
+# was never made only after this long. (Should it turn up later all the same, its webhook
+# finds it by our id in its metadata, and the money still ends in an order or a refund.)
+SEARCH_LAG = dt.timedelta(minutes=10)
 
 
 class Result(enum.StrEnum):
@@ -497,6 +502,8 @@ class Due:
     ref: str | None
     hold_overdue: bool
     abandoned: bool = False
+    # Old enough that a provider's search would show a payment it made (see SEARCH_LAG).
+    searchable: bool = True
 
 
 async def due_for_reconciliation(session: AsyncSession, *, limit: int = 100) -> list[Due]:
@@ -506,7 +513,15 @@ async def due_for_reconciliation(session: AsyncSession, *, limit: int = 100) -> 
     abandoned = Hold.expires_at <= func.now() - ABANDON_AFTER
     rows = (
         await session.execute(
-            select(Payment.id, Payment.hold_id, Payment.provider, Payment.provider_ref, overdue, abandoned)
+            select(
+                Payment.id,
+                Payment.hold_id,
+                Payment.provider,
+                Payment.provider_ref,
+                overdue,
+                abandoned,
+                Payment.created_at <= func.now() - SEARCH_LAG,
+            )
             .join(Hold, Hold.id == Payment.hold_id)
             .where(
                 Payment.state == PaymentState.PENDING,
@@ -517,14 +532,16 @@ async def due_for_reconciliation(session: AsyncSession, *, limit: int = 100) -> 
         )
     ).all()
     return [
-        Due(pid, hid, provider, ref, bool(late), bool(gone)) for pid, hid, provider, ref, late, gone in rows
+        Due(pid, hid, provider, ref, bool(late), bool(gone), bool(searchable))
+        for pid, hid, provider, ref, late, gone, searchable in rows
     ]
 
 
 async def reconcile(sessions: async_sessionmaker[AsyncSession], gateway: Gateway, due: Due) -> Settlement:
     """Ask the provider about one pending payment and settle what it says. A payment the
     provider never created (its create was lost before reaching it) is failed once its hold
-    is overdue, which lets the hold lapse.
+    is overdue and the provider's search has had time to show it (``SEARCH_LAG``), which
+    lets the hold lapse.
 
     Raises:
         GatewayTimeout, GatewayError (the payment stays pending for the next round).
@@ -541,7 +558,7 @@ async def reconcile(sessions: async_sessionmaker[AsyncSession], gateway: Gateway
         closed = answer.status != GatewayStatus.PENDING
     async with sessions() as session:
         if answer is None:
-            if not due.hold_overdue:
+            if not due.hold_overdue or not due.searchable:
                 payment = await session.get_one(Payment, due.payment_id)
                 return _settlement_of(payment)
             answer = GatewayPayment("", GatewayStatus.FAILED, 0, "XXX", failure_code="not_created")

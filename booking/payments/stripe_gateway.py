@@ -228,6 +228,7 @@ def _payment(intent: PaymentIntent) -> GatewayPayment:
         currency=intent.currency.upper(),
         client_secret=intent.client_secret,
         failure_code=failure_code,
+        payment_id=_metadata(intent, "payment_id"),
     )
 
 
@@ -250,10 +251,14 @@ def _status(intent: PaymentIntent) -> tuple[GatewayStatus, str | None]:
     return GatewayStatus.PENDING, None
 
 
-def _key_of(intent: PaymentIntent) -> str | None:
+def _metadata(intent: PaymentIntent, name: str) -> str | None:
     # Stripe objects are not dicts: no .get, but item access and ``in`` work.
     metadata = intent.metadata
-    return str(metadata[METADATA_KEY]) if metadata is not None and METADATA_KEY in metadata else None
+    return str(metadata[name]) if metadata is not None and name in metadata else None
+
+
+def _key_of(intent: PaymentIntent) -> str | None:
+    return _metadata(intent, METADATA_KEY)
 
 
 def _intent_of_card_error(error: CardError) -> PaymentIntent | None:

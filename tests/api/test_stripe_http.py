@@ -202,3 +202,83 @@ async def test_an_abandoned_payment_is_cancelled_at_stripe_and_the_hold_lets_go(
     assert (await payments.reconcile(sessions, gateway, due)).result.value == "failed"
     assert fake.intents[ref]["status"] == "canceled"
     assert await payments.due_for_reconciliation(session) == []
+
+
+async def test_a_webhook_finds_a_payment_by_its_metadata_before_its_reference_is_recorded(
+    stripe_api: AsyncTestClient[Litestar],
+    fake: FakeStripe,
+    fan: SignedIn,
+    event: SmallEvent,
+    session: AsyncSession,
+) -> None:
+    """The create's answer was lost, so we hold no reference; the payer pays anyway and the
+    webhook, matched on our payment id in the intent's metadata, confirms the order."""
+    fake.time_out_next(3, processed=True)  # the first try and both SDK retries
+    pending = await _checkout(stripe_api, fan, event, event.seat_ids[:1])
+    assert pending["status"] == "pending"
+    assert await session.scalar(text("SELECT provider_ref FROM payments")) is None
+    (intent_id,) = fake.intents
+    fake.confirm(intent_id, card=CARD_SUCCESS)
+    (succeeded,) = fake.take_webhooks()
+    assert (await _deliver(stripe_api, succeeded))["outcome"] == "confirmed"
+    await session.rollback()
+    assert await session.scalar(text("SELECT provider_ref FROM payments")) == intent_id
+    assert await session.scalar(text("SELECT count(*) FROM orders WHERE state = 'confirmed'")) == 1
+
+
+async def test_a_webhook_for_a_payment_not_committed_yet_is_asked_for_again(
+    stripe_api: AsyncTestClient[Litestar], fake: FakeStripe, session: AsyncSession
+) -> None:
+    """Its metadata names one of our payments that is not here (yet): 503, nothing stored,
+    so Stripe's redelivery is handled afresh. An intent that names none is not ours."""
+    gateway = stripe_api.app.state.gateways.get(PaymentProvider.STRIPE)
+    for name, metadata in (("ours", {"payment_id": str(uuid.uuid4())}), ("foreign", {})):
+        created = await gateway.create(
+            idempotency_key=f"elsewhere-{name}",
+            amount_minor=1000,
+            currency="EUR",
+            method={},
+            metadata=metadata,
+        )
+        fake.confirm(created.ref, card=CARD_SUCCESS)
+    ours, foreign = fake.take_webhooks()
+    for _ in range(2):
+        response = await stripe_api.post("/webhooks/stripe", content=ours.payload, headers=ours.headers)
+        assert response.status_code == 503, response.text
+        assert response.json()["type"].endswith("/payment-not-recorded-yet")
+        assert int(response.headers["retry-after"]) > 0
+    assert (await _deliver(stripe_api, foreign))["outcome"] == "ignored"
+    stored = await session.scalar(
+        text("SELECT count(*) FROM idempotency_keys WHERE scope = 'webhook:stripe'")
+    )
+    assert stored == 1
+
+
+async def test_a_payment_stripe_never_made_fails_only_once_its_search_would_show_it(
+    stripe_api: AsyncTestClient[Litestar],
+    fake: FakeStripe,
+    fan: SignedIn,
+    event: SmallEvent,
+    session: AsyncSession,
+) -> None:
+    """The create never reached Stripe. Not finding the intent right after proves nothing
+    (Stripe's search lags behind its creates), so the payment stays pending until the lag is
+    over, and only then fails as not created, letting the hold go."""
+    fake.time_out_next(3, processed=False)
+    pending = await _checkout(stripe_api, fan, event, event.seat_ids[:1])
+    assert pending["status"] == "pending"
+    assert fake.intents == {}
+    sessions = make_sessionmaker(session.bind)  # type: ignore[arg-type]
+    gateway = stripe_api.app.state.gateways.get(PaymentProvider.STRIPE)
+    await advance_clock(session, 11 * 60)  # the hold's payment grace is over
+    (due,) = await payments.due_for_reconciliation(session)
+    assert due.hold_overdue
+    assert not due.searchable
+    assert (await payments.reconcile(sessions, gateway, due)).result.value == "pending"
+    await session.execute(
+        text("UPDATE payments SET created_at = created_at - :lag"), {"lag": payments.SEARCH_LAG}
+    )
+    await session.commit()
+    (due,) = await payments.due_for_reconciliation(session)
+    settled = await payments.reconcile(sessions, gateway, due)
+    assert (settled.result.value, settled.failure_code) == ("failed", "not_created")
