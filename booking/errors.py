@@ -255,6 +255,12 @@ class CancellationClosed(BookingError):
     status = 409
 
 
+class RefundNotFound(BookingError):
+    code = "refund-not-found"
+    title = "No such refund"
+    status = 404
+
+
 class PaymentNotRecordedYet(BookingError):
     # A webhook about one of our payments (its metadata names it) that is not committed
     # here yet: not acknowledged, so the provider delivers it again.

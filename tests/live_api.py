@@ -1,17 +1,24 @@
 """A real API on loopback: uvicorn in a thread, on the test's database and Redis, that a
-test can stop and start again on the same port."""
+test can stop and start again on the same port; and the app wired to the Stripe fake."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import uvicorn
 from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from pydantic import SecretStr
 
 from api.app import create_app
+from booking.payments.models import PaymentProvider
+from booking.payments.stripe_gateway import StripeGateway
 from booking.settings import Settings
 from tests.conftest import free_port
+from tests.fakes.stripe import FakeStripe
 
 
 class LiveApi:
@@ -48,3 +55,22 @@ class LiveApi:
             self._server.should_exit = True
             self._thread.join(timeout=15)
         self._server = self._thread = None
+
+
+@contextlib.asynccontextmanager
+async def stripe_api_client(settings: Settings, fake: FakeStripe) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """The app configured for Stripe, its Stripe gateway talking to ``fake``, in a test
+    client (one process, no network)."""
+    configured = settings.model_copy(
+        update={
+            "stripe_secret_key": SecretStr(fake.api_key),
+            "stripe_webhook_secret": SecretStr(fake.webhook_secret),
+        }
+    )
+    async with AsyncTestClient(app=create_app(configured)) as client:
+        gateways = client.app.state.gateways
+        await gateways.aclose()
+        gateways.by_provider[PaymentProvider.STRIPE] = StripeGateway(
+            fake.api_key, http_client=fake.http_client
+        )
+        yield client

@@ -28,6 +28,8 @@ HANDLED = frozenset(
         "payment_intent.requires_action",
     }
 )
+# A refund paid out, or failed after Stripe had accepted it.
+REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"})
 
 
 @post(
@@ -61,6 +63,11 @@ async def stripe_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
         if event.type in HANDLED and event.payment_intent_id
         else None
     )
+    refund = (
+        await gateway.retrieve_refund(event.refund_id)
+        if event.type in REFUND_EVENTS and event.refund_id
+        else None
+    )
 
     async def handle(session: AsyncSession) -> StoredResponse:
         outcome = "ignored"
@@ -74,6 +81,13 @@ async def stripe_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
                 # being stored as handled and never looked at again.
                 raise PaymentNotRecordedYet()
             # Otherwise the intent is not ours (another application on the same account).
+        if refund is not None:
+            ours = await payments.refund_by_provider_ref(session, PaymentProvider.STRIPE, refund.ref)
+            if ours is not None:
+                written = await payments.apply_refund_answer(session, ours.refund_id, refund)
+                outcome = f"refund {written.value}" if written is not None else "refund unchanged"
+            # A refund whose reference we have not recorded (its create's answer was lost)
+            # is found by the refund job replaying the create with its key, then polled.
         body = json.dumps({"received": True, "event": event.id, "outcome": outcome}).encode()
         return StoredResponse(200, body, {"content-type": "application/json"})
 

@@ -38,8 +38,11 @@ class GatewayPayment:
 
 @dataclass(frozen=True)
 class GatewayRefund:
+    """A refund as the provider has it. ``PENDING``: accepted, the money not back yet (Stripe
+    pays most refunds out later, and may still fail one); only ``SUCCEEDED`` is done."""
+
     ref: str
-    succeeded: bool
+    status: GatewayStatus
     failure_code: str | None = None
 
 
@@ -103,7 +106,17 @@ class Gateway(Protocol):
     async def refund(
         self, *, ref: str, amount_minor: int, currency: str, idempotency_key: str
     ) -> GatewayRefund:
-        """Give a succeeded payment's money back.
+        """Give a succeeded payment's money back. A payment already refunded in full at the
+        provider (by someone in its dashboard, say) answers ``SUCCEEDED`` with failure code
+        ``already_refunded``: the money is back with the payer either way.
+
+        Raises:
+            GatewayTimeout, GatewayError.
+        """
+        ...
+
+    async def retrieve_refund(self, ref: str) -> GatewayRefund:
+        """The refund ``ref`` as the provider has it now.
 
         Raises:
             GatewayTimeout, GatewayError.

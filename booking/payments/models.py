@@ -7,7 +7,17 @@ import enum
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from booking.catalog.models import CURRENCY_CHECK
@@ -29,7 +39,12 @@ class PaymentState(enum.StrEnum):
 
 
 class RefundState(enum.StrEnum):
+    """``pending``: recorded, not yet accepted by the provider (the refund job asks it);
+    ``submitted``: accepted, the money not back yet; ``succeeded``: paid back; ``failed``:
+    refused or given up after repeated errors: on-call looks at it and retries it."""
+
     PENDING = "pending"
+    SUBMITTED = "submitted"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
@@ -96,6 +111,13 @@ class Refund(Base):
     )
     reason: Mapped[str] = mapped_column(Text, server_default="")
     provider_ref: Mapped[str | None] = mapped_column(String(255))
+    # Provider errors met paying it back, and the last one: past a few it is failed, for
+    # on-call, instead of being retried for ever unseen.
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # How often on-call retried it after it failed: each retry is a new request to the
+    # provider (the same idempotency key would replay the failed one).
+    retries: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[dt.datetime] = now_default()
     updated_at: Mapped[dt.datetime] = now_default()
 

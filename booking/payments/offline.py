@@ -141,8 +141,13 @@ class OfflineGateway:
     ) -> GatewayRefund:
         # Deterministic per key: a repeated refund replays rather than paying out twice.
         return GatewayRefund(
-            ref="offre_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24], succeeded=True
+            ref="offre_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24],
+            status=GatewayStatus.SUCCEEDED,
         )
+
+    async def retrieve_refund(self, ref: str) -> GatewayRefund:
+        # Offline refunds are paid back at once.
+        return GatewayRefund(ref=ref, status=GatewayStatus.SUCCEEDED)
 
 
 def _state(row: OfflinePayment, *, hold_overdue: bool) -> GatewayPayment:

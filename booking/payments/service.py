@@ -16,15 +16,16 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import case, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from booking.errors import HoldExpired, HoldNotFound, HoldStateConflict, OrderNotFound
+from booking.errors import HoldExpired, HoldNotFound, HoldStateConflict, OrderNotFound, RefundNotFound
 from booking.holds import service as holds
 from booking.holds.models import Hold, HoldState
 from booking.holds.policy import HoldPolicy
@@ -34,7 +35,14 @@ from booking.inventory.transitions import Move, guard
 from booking.orders.models import Order, OrderState
 from booking.orders.service import OrderView, Outcome, cancel_order, confirm_hold, confirm_paid
 from booking.outbox import Topic, emit
-from booking.payments.gateway import Gateway, GatewayError, GatewayPayment, GatewayStatus, GatewayTimeout
+from booking.payments.gateway import (
+    Gateway,
+    GatewayError,
+    GatewayPayment,
+    GatewayRefund,
+    GatewayStatus,
+    GatewayTimeout,
+)
 from booking.payments.models import Payment, PaymentProvider, PaymentState, Refund, RefundState
 from booking.sqltext import HotStatement, param, sql
 
@@ -44,6 +52,9 @@ RECONCILE_AFTER = dt.timedelta(minutes=2)
 # A payment still waiting for its payer this long after its hold's grace ran out was
 # abandoned (a closed tab): it is cancelled at the provider so it can never take money.
 ABANDON_AFTER = dt.timedelta(minutes=30)
+# Provider errors a refund may meet before it is failed for on-call to look at (the job
+# runs every minute, so about this many minutes of errors).
+MAX_REFUND_ATTEMPTS = 8
 # A provider's search (how a payment whose create answer was lost is found) may lag behind
 # its creates: Stripe's usually shows one within a minute. Not finding a payment proves it
 # was never made only after this long. (Should it turn up later all the same, its webhook
@@ -654,7 +665,15 @@ async def pending_refunds(session: AsyncSession, *, limit: int = 100) -> list[Re
         )
     ).all()
     return [
-        RefundDue(r.id, str(ref), provider, r.amount_minor, r.currency, r.idempotency_key)
+        RefundDue(
+            r.id,
+            str(ref),
+            provider,
+            r.amount_minor,
+            r.currency,
+            # A retry after a failure is a new request: the first key would replay the failure.
+            r.idempotency_key if r.retries == 0 else f"{r.idempotency_key}/retry-{r.retries}",
+        )
         for r, provider, ref in rows
     ]
 
@@ -679,26 +698,207 @@ async def postpone(
 
 async def make_refund(sessions: async_sessionmaker[AsyncSession], gateway: Gateway, due: RefundDue) -> bool:
     """Pay one recorded refund back through the provider. The key makes a repeat (a retried
-    job, two workers) replay instead of paying twice. Returns whether it succeeded.
+    job, two workers) replay instead of paying twice. Returns whether the money is back:
+    a refund the provider accepted but has not paid out yet is ``submitted`` (checked again
+    by ``check_refund`` and by the provider's webhooks), one it refused is ``failed``.
+
+    A provider error counts as an attempt: after ``MAX_REFUND_ATTEMPTS`` the refund is
+    ``failed`` with the error, for on-call (``boxoffice refunds list``), instead of being
+    retried for ever unseen.
 
     Raises:
-        GatewayTimeout, GatewayError (the refund stays pending for the next round).
+        GatewayTimeout (the refund stays pending, not counted: the provider may not have
+        seen it), GatewayError (counted, then re-raised).
     """
-    answer = await gateway.refund(
-        ref=due.payment_ref,
-        amount_minor=due.amount_minor,
-        currency=due.currency,
-        idempotency_key=due.idempotency_key,
-    )
-    async with sessions() as session:
-        await session.execute(
-            update(Refund)
-            .where(Refund.id == due.refund_id, Refund.state == RefundState.PENDING)
-            .values(
-                state=RefundState.SUCCEEDED if answer.succeeded else RefundState.FAILED,
-                provider_ref=answer.ref,
-                updated_at=func.now(),
-            )
+    try:
+        answer = await gateway.refund(
+            ref=due.payment_ref,
+            amount_minor=due.amount_minor,
+            currency=due.currency,
+            idempotency_key=due.idempotency_key,
         )
+    except GatewayTimeout:
+        raise
+    except GatewayError as error:
+        async with sessions() as session:
+            await session.execute(
+                update(Refund)
+                .where(Refund.id == due.refund_id, Refund.state == RefundState.PENDING)
+                .values(
+                    attempts=Refund.attempts + 1,
+                    last_error=str(error)[:2000],
+                    state=case(
+                        (Refund.attempts + 1 >= MAX_REFUND_ATTEMPTS, RefundState.FAILED.value),
+                        else_=RefundState.PENDING.value,
+                    ),
+                    updated_at=func.now(),
+                )
+            )
+            await session.commit()
+        raise
+    await _record_refund_answer(sessions, due.refund_id, answer, from_states=(RefundState.PENDING,))
+    return answer.status == GatewayStatus.SUCCEEDED
+
+
+async def _record_refund_answer(
+    sessions: async_sessionmaker[AsyncSession],
+    refund_id: uuid.UUID,
+    answer: GatewayRefund,
+    *,
+    from_states: tuple[RefundState, ...],
+) -> None:
+    async with sessions() as session:
+        await apply_refund_answer(session, refund_id, answer, from_states=from_states)
         await session.commit()
-    return answer.succeeded
+
+
+async def apply_refund_answer(
+    session: AsyncSession,
+    refund_id: uuid.UUID,
+    answer: GatewayRefund,
+    *,
+    from_states: tuple[RefundState, ...] = (RefundState.PENDING, RefundState.SUBMITTED),
+) -> RefundState | None:
+    """Record what the provider says of a refund, if the refund is in one of ``from_states``
+    (a refund only moves forward: a stale answer cannot undo a paid-back one). Returns the
+    state written, or None. The caller commits."""
+    state = {
+        GatewayStatus.SUCCEEDED: RefundState.SUCCEEDED,
+        GatewayStatus.PENDING: RefundState.SUBMITTED,
+        GatewayStatus.FAILED: RefundState.FAILED,
+    }[answer.status]
+    values: dict[str, Any] = {"state": state, "updated_at": func.now()}
+    if answer.ref:
+        values["provider_ref"] = answer.ref
+    if answer.failure_code:
+        values["last_error"] = f"the provider answered {answer.failure_code}"
+    result = await session.execute(
+        update(Refund)
+        .where(Refund.id == refund_id, Refund.state.in_(from_states))
+        .values(**values)
+        .returning(Refund.id)
+    )
+    return state if result.first() is not None else None
+
+
+@dataclass(frozen=True)
+class SubmittedRefund:
+    refund_id: uuid.UUID
+    provider: PaymentProvider
+    ref: str
+
+
+async def submitted_refunds(session: AsyncSession, *, limit: int = 100) -> list[SubmittedRefund]:
+    """Refunds the provider accepted and has not paid out yet, oldest news first."""
+    rows = (
+        await session.execute(
+            select(Refund.id, Payment.provider, Refund.provider_ref)
+            .join(Payment, Payment.id == Refund.payment_id)
+            .where(Refund.state == RefundState.SUBMITTED, Refund.provider_ref.is_not(None))
+            .order_by(Refund.updated_at)
+            .limit(limit)
+        )
+    ).all()
+    return [SubmittedRefund(rid, provider, str(ref)) for rid, provider, ref in rows]
+
+
+async def check_refund(
+    sessions: async_sessionmaker[AsyncSession], gateway: Gateway, item: SubmittedRefund
+) -> RefundState:
+    """Ask the provider how a submitted refund stands and record it. A refund only ever
+    moves forward: a stale answer cannot take a paid-back refund back to submitted.
+
+    Raises:
+        GatewayTimeout, GatewayError (it stays submitted for the next round).
+    """
+    answer = await gateway.retrieve_refund(item.ref)
+    await _record_refund_answer(sessions, item.refund_id, answer, from_states=(RefundState.SUBMITTED,))
+    async with sessions() as session:
+        return (await session.get_one(Refund, item.refund_id, populate_existing=True)).state
+
+
+async def refund_by_provider_ref(
+    session: AsyncSession, provider: PaymentProvider, ref: str
+) -> SubmittedRefund | None:
+    """Our refund the provider calls ``ref`` (what a refund webhook names), if any."""
+    row = (
+        await session.execute(
+            select(Refund.id)
+            .join(Payment, Payment.id == Refund.payment_id)
+            .where(Payment.provider == provider, Refund.provider_ref == ref)
+        )
+    ).first()
+    return SubmittedRefund(row[0], provider, ref) if row else None
+
+
+@dataclass(frozen=True)
+class RefundView:
+    id: uuid.UUID
+    payment_id: uuid.UUID
+    hold_id: uuid.UUID
+    order_id: uuid.UUID | None
+    provider: str
+    amount_minor: int
+    currency: str
+    state: str
+    reason: str
+    attempts: int
+    last_error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+async def list_refunds(
+    session: AsyncSession, *, states: Collection[RefundState] | None = None, limit: int = 100
+) -> list[RefundView]:
+    """Refunds newest first; with ``states``, only those (``failed`` is what needs on-call)."""
+    query = (
+        select(Refund, Payment.hold_id, Payment.order_id, Payment.provider)
+        .join(Payment, Payment.id == Refund.payment_id)
+        .order_by(Refund.created_at.desc(), Refund.id)
+        .limit(limit)
+    )
+    if states:
+        query = query.where(Refund.state.in_(sorted(states)))
+    rows = (await session.execute(query)).all()
+    return [
+        RefundView(
+            r.id, r.payment_id, hold_id, order_id, provider.value, r.amount_minor, r.currency, r.state.value,
+            r.reason, r.attempts, r.last_error, r.created_at, r.updated_at,
+        )
+        for r, hold_id, order_id, provider in rows
+    ]  # fmt: skip
+
+
+async def unsettled_refund_counts(session: AsyncSession) -> dict[str, int]:
+    """How many refunds are not paid back yet, by state (pending, submitted, failed)."""
+    rows = (
+        await session.execute(
+            select(Refund.state, func.count())
+            .where(Refund.state != RefundState.SUCCEEDED)
+            .group_by(Refund.state)
+        )
+    ).all()
+    counts = {state.value: 0 for state in RefundState if state != RefundState.SUCCEEDED}
+    counts.update({state.value: int(n) for state, n in rows})
+    return counts
+
+
+async def retry_refund(session: AsyncSession, refund_id: uuid.UUID) -> bool:
+    """Put a failed refund back to be paid (by the next refund job run), its attempts reset.
+    Returns False when it is not failed (nothing changes). The caller commits.
+
+    Raises:
+        RefundNotFound.
+    """
+    state = await session.scalar(select(Refund.state).where(Refund.id == refund_id).with_for_update())
+    if state is None:
+        raise RefundNotFound()
+    if state != RefundState.FAILED:
+        return False
+    await session.execute(
+        update(Refund)
+        .where(Refund.id == refund_id)
+        .values(state=RefundState.PENDING, attempts=0, retries=Refund.retries + 1, updated_at=func.now())
+    )
+    return True

@@ -28,6 +28,7 @@ from stripe import (
     IdempotencyError,
     InvalidRequestError,
     PaymentIntent,
+    Refund,
     StripeClient,
     StripeError,
 )
@@ -199,8 +200,9 @@ class StripeGateway:
         """Refund ``amount_minor`` of the intent ``ref`` (in the intent's own currency). The
         same key replays the first refund instead of paying out twice.
 
-        A ``pending`` refund counts as succeeded: Stripe has accepted it and pays it out
-        without anything more from us (it reports a rare later failure by webhook).
+        A ``pending`` refund is only accepted: Stripe pays it out later and may still fail it
+        (``refund.updated`` / ``refund.failed`` webhooks, or ``retrieve_refund``). An intent
+        whose charge is already refunded in full answers ``SUCCEEDED`` / ``already_refunded``.
 
         Raises:
             GatewayTimeout, GatewayError (also for an intent that has not succeeded, or an
@@ -211,12 +213,32 @@ class StripeGateway:
                 params={"payment_intent": ref, "amount": amount_minor},
                 options={"idempotency_key": idempotency_key},
             )
+        except InvalidRequestError as error:
+            if error.code == "charge_already_refunded":
+                return GatewayRefund(ref="", status=GatewayStatus.SUCCEEDED, failure_code="already_refunded")
+            _raise(error)
         except StripeError as error:
             _raise(error)
-        status = refund.status or "pending"
-        if status in ("succeeded", "pending"):
-            return GatewayRefund(ref=refund.id, succeeded=True)
-        return GatewayRefund(ref=refund.id, succeeded=False, failure_code=refund.failure_reason or status)
+        return _refund(refund)
+
+    async def retrieve_refund(self, ref: str) -> GatewayRefund:
+        """Raises: GatewayTimeout, GatewayError (also for an unknown refund)."""
+        try:
+            refund = await self._client.v1.refunds.retrieve_async(ref)
+        except StripeError as error:
+            _raise(error)
+        return _refund(refund)
+
+
+def _refund(refund: Refund) -> GatewayRefund:
+    status = refund.status or "pending"
+    if status == "succeeded":
+        return GatewayRefund(ref=refund.id, status=GatewayStatus.SUCCEEDED)
+    if status in ("failed", "canceled"):
+        return GatewayRefund(
+            ref=refund.id, status=GatewayStatus.FAILED, failure_code=refund.failure_reason or status
+        )
+    return GatewayRefund(ref=refund.id, status=GatewayStatus.PENDING)  # pending, requires_action
 
 
 def _payment(intent: PaymentIntent) -> GatewayPayment:

@@ -34,6 +34,8 @@ class StripeEvent:
     # refund belongs to); None for events about nothing we sell.
     payment_intent_id: str | None
     created: dt.datetime
+    # The refund the event is about (``data.object`` is a refund), else None.
+    refund_id: str | None = None
 
 
 def verify_stripe_event(
@@ -108,6 +110,7 @@ def _event(payload: bytes) -> StripeEvent:
         type=event_type,
         payment_intent_id=_payment_intent_of(obj),
         created=dt.datetime.fromtimestamp(created, tz=dt.UTC),
+        refund_id=obj["id"] if obj.get("object") == "refund" and isinstance(obj.get("id"), str) else None,
     )
 
 

@@ -10,19 +10,17 @@ from collections.abc import AsyncIterator
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.app import create_app
 from booking.db import make_sessionmaker
 from booking.payments import service as payments
 from booking.payments.models import PaymentProvider
-from booking.payments.stripe_gateway import StripeGateway
 from booking.settings import Settings
 from tests.api.conftest import SignedIn, sign_up
 from tests.factories import SmallEvent, advance_clock, make_event
 from tests.fakes.stripe import CARD_DECLINED, CARD_SUCCESS, FakeStripe
+from tests.live_api import stripe_api_client
 
 
 @pytest.fixture
@@ -32,18 +30,7 @@ def fake() -> FakeStripe:
 
 @pytest.fixture
 async def stripe_api(settings: Settings, fake: FakeStripe) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    configured = settings.model_copy(
-        update={
-            "stripe_secret_key": SecretStr(fake.api_key),
-            "stripe_webhook_secret": SecretStr(fake.webhook_secret),
-        }
-    )
-    async with AsyncTestClient(app=create_app(configured)) as client:
-        gateways = client.app.state.gateways
-        await gateways.aclose()
-        gateways.by_provider[PaymentProvider.STRIPE] = StripeGateway(
-            fake.api_key, http_client=fake.http_client
-        )
+    async with stripe_api_client(settings, fake) as client:
         yield client
 
 

@@ -212,6 +212,9 @@ class FakeStripe:
         self.latency_s = 0.0
         self.intents: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
+        # What a new refund's status is: "succeeded" at once, or "pending" as Stripe answers
+        # for most payment methods, paid out (or failed) later by ``settle_refund``.
+        self.refund_status = "succeeded"
         self.requests: list[RecordedRequest] = []
         self.webhooks: list[FakeWebhook] = []
         self.http_client = FakeStripeHTTPClient(self)
@@ -256,6 +259,15 @@ class FakeStripe:
         intent.update(status="canceled", cancellation_reason=reason, canceled_at=self._now())
         self._emit("payment_intent.canceled", intent)
         return copy.deepcopy(intent)
+
+    def settle_refund(
+        self, refund_id: str, *, status: str = "succeeded", failure_reason: str | None = None
+    ) -> None:
+        """A pending refund paid out (``succeeded``) or not (``failed``, with the reason Stripe
+        gives), with the webhook Stripe sends: ``refund.updated`` or ``refund.failed``."""
+        refund = self.refunds[refund_id]
+        refund.update(status=status, failure_reason=failure_reason if status == "failed" else None)
+        self._emit("refund.failed" if status == "failed" else "refund.updated", refund)
 
     def take_webhooks(self) -> list[FakeWebhook]:
         """The deliveries made since the last call, oldest first; the fake forgets them (a
@@ -457,7 +469,11 @@ class FakeStripe:
                 f"PaymentIntent {intent['id']} has no successful charge to refund; it is {intent['status']}.",
                 code="payment_intent_unexpected_state",
             )
-        refunded = sum(r["amount"] for r in self.refunds.values() if r["payment_intent"] == intent["id"])
+        refunded = sum(
+            r["amount"]
+            for r in self.refunds.values()
+            if r["payment_intent"] == intent["id"] and r["status"] in ("succeeded", "pending")
+        )
         left = intent["amount_received"] - refunded
         if left <= 0:
             raise _Invalid(
@@ -480,7 +496,7 @@ class FakeStripe:
             "metadata": dict(params.get("metadata") or {}),
             "payment_intent": intent["id"],
             "reason": params.get("reason"),
-            "status": "succeeded",
+            "status": self.refund_status,
         }
         self.refunds[refund["id"]] = refund
         return 200, _json(refund)

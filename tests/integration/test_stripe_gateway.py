@@ -287,24 +287,31 @@ async def test_a_refund_succeeds_and_is_idempotent(gateway: StripeGateway, fake:
     first = await gateway.refund(ref=ref, amount_minor=4500, currency="EUR", idempotency_key="refund-1")
     again = await gateway.refund(ref=ref, amount_minor=4500, currency="EUR", idempotency_key="refund-1")
 
-    assert first.succeeded
+    assert first.status == GatewayStatus.SUCCEEDED
     assert first.ref.startswith("re_")
     assert again == first
     assert len(fake.refunds) == 1
     sent = fake.requests_to("post", "/v1/refunds")
     assert sent[0].params == {"payment_intent": ref, "amount": "4500"}
-    # Another key asks for a second refund, which Stripe refuses: the money went back once.
-    with pytest.raises(GatewayError):
-        await gateway.refund(ref=ref, amount_minor=4500, currency="EUR", idempotency_key="refund-2")
+    # Another key asks for a second refund, which Stripe refuses: the money went back once,
+    # and the answer says so (the payer has their money, whoever asked first).
+    second = await gateway.refund(ref=ref, amount_minor=4500, currency="EUR", idempotency_key="refund-2")
+    assert (second.status, second.failure_code) == (GatewayStatus.SUCCEEDED, "already_refunded")
+    assert len(fake.refunds) == 1
 
 
 async def test_a_partial_refund_leaves_the_rest(gateway: StripeGateway, fake: FakeStripe) -> None:
     ref = await paid(gateway, fake)
 
-    assert (await gateway.refund(ref=ref, amount_minor=1500, currency="EUR", idempotency_key="r1")).succeeded
-    assert (await gateway.refund(ref=ref, amount_minor=3000, currency="EUR", idempotency_key="r2")).succeeded
-    with pytest.raises(GatewayError):
-        await gateway.refund(ref=ref, amount_minor=1, currency="EUR", idempotency_key="r3")
+    assert (
+        await gateway.refund(ref=ref, amount_minor=1500, currency="EUR", idempotency_key="r1")
+    ).status == GatewayStatus.SUCCEEDED
+    assert (
+        await gateway.refund(ref=ref, amount_minor=3000, currency="EUR", idempotency_key="r2")
+    ).status == GatewayStatus.SUCCEEDED
+    # Nothing is left: whatever this one was for is back with the payer already.
+    third = await gateway.refund(ref=ref, amount_minor=1, currency="EUR", idempotency_key="r3")
+    assert third.failure_code == "already_refunded"
 
 
 async def test_a_refund_of_an_unpaid_intent_is_a_gateway_error(
@@ -325,7 +332,7 @@ async def test_a_refund_whose_answer_was_lost_is_replayed(gateway: StripeGateway
         await gateway.refund(ref=ref, amount_minor=4500, currency="EUR", idempotency_key="r1")
     retried = await gateway.refund(ref=ref, amount_minor=4500, currency="EUR", idempotency_key="r1")
 
-    assert retried.succeeded
+    assert retried.status == GatewayStatus.SUCCEEDED
     assert list(fake.refunds) == [retried.ref]
 
 
