@@ -261,6 +261,12 @@ class RefundNotFound(BookingError):
     status = 404
 
 
+class RefundNotFailed(BookingError):
+    code = "refund-not-failed"
+    title = "Only a failed refund can be retried"
+    status = 409
+
+
 class PaymentNotRecordedYet(BookingError):
     # A webhook about one of our payments (its metadata names it) that is not committed
     # here yet: not acknowledged, so the provider delivers it again.

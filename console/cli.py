@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from booking import __version__, migrations
 from booking.settings import Settings, SettingsError, load_settings
 from console.cli_common import err, fail, out, settings_of
-from console.cli_ops import holds_app, orders_app, sale_app
+from console.cli_ops import holds_app, orders_app, refunds_app, sale_app
 from console.cli_queues import audit_app, jobs_app, queues_app, staff_app
 from console.stack import StackError, StackInfo, database_url, redis_url
 
@@ -41,6 +41,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(holds_app, name="holds")
 app.add_typer(orders_app, name="orders")
 app.add_typer(sale_app, name="sale")
+app.add_typer(refunds_app, name="refunds")
 
 
 def _version(value: bool) -> None:

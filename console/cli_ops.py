@@ -16,12 +16,14 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from booking.errors import BookingError
+from booking.errors import BookingError, RefundNotFailed
 from booking.holds.service import HoldView
 from booking.money import money
 from booking.ops import audit
 from booking.ops import service as ops
 from booking.ops.models import Outcome
+from booking.payments import service as payments
+from booking.payments.models import RefundState
 from booking.payments.registry import Gateways
 from booking.settings import Settings
 from console.cli_common import (
@@ -42,6 +44,7 @@ from console.cli_common import (
 holds_app = typer.Typer(help="Find and release holds.", no_args_is_help=True)
 orders_app = typer.Typer(help="Stuck payments and refunds.", no_args_is_help=True)
 sale_app = typer.Typer(help="Pause and resume an event's sale.", no_args_is_help=True)
+refunds_app = typer.Typer(help="Refunds not paid back yet, and retrying failed ones.", no_args_is_help=True)
 
 T = TypeVar("T")
 EventOption = Annotated[str | None, typer.Option("--event", "-e", help="Event id or slug.")]
@@ -477,6 +480,93 @@ def orders_refund(
         else "paid at a till: hand it back in person"
     )
     out.print(f"refunded order {order_id}: {amount} ({how})", highlight=False)
+
+
+# --- refunds -----------------------------------------------------------------------------
+
+
+def _refund_display(row: payments.RefundView) -> dict[str, Any]:
+    return {
+        "refund": str(row.id),
+        "state": row.state,
+        "amount": money(row.amount_minor, row.currency),
+        "provider": row.provider,
+        "order": str(row.order_id) if row.order_id else f"hold {row.hold_id}",
+        "attempts": str(row.attempts),
+        "error": (row.last_error or "")[:60],
+        "since": _when(row.updated_at),
+    }
+
+
+@refunds_app.command("list")
+def refunds_list(
+    ctx: typer.Context,
+    state: Annotated[
+        list[RefundState] | None,
+        typer.Option(help="Only refunds in this state (repeat for several). Default: not paid back yet."),
+    ] = None,
+    limit: LimitOption = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """Refunds, newest first: by default those not paid back yet (pending, submitted to the
+    provider, failed). A failed one needs someone: see its error, then `refunds retry`. Exit
+    3 when there are none."""
+    states = set(state) if state else {s for s in RefundState if s != RefundState.SUCCEEDED}
+
+    async def work(session: AsyncSession) -> list[payments.RefundView]:
+        return await payments.list_refunds(session, states=states, limit=limit)
+
+    _listing(
+        _run(settings_of(ctx), work),
+        _refund_display,
+        [
+            ("refund", "Refund"),
+            ("state", "State"),
+            ("amount", "Amount"),
+            ("provider", "Provider"),
+            ("order", "Order"),
+            ("attempts", "Errors"),
+            ("error", "Last error"),
+            ("since", "Since"),
+        ],
+        as_json=as_json,
+        title="Refunds",
+        empty="No refunds waiting.",
+    )
+
+
+@refunds_app.command("retry")
+def refunds_retry(
+    ctx: typer.Context,
+    refund_id: Annotated[uuid.UUID, typer.Argument(metavar="REFUND_ID", help="A failed refund.")],
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Pay a failed refund again: the refund job sends it to the provider as a new request
+    within a minute. Only failed refunds (exit 1 otherwise)."""
+    settings = settings_of(ctx)
+    confirm(f"Send refund {refund_id} to the provider again?", yes)
+
+    async def act(session: AsyncSession) -> bool:
+        if not await payments.retry_refund(session, refund_id):
+            raise RefundNotFailed()
+        return True
+
+    async def work(session: AsyncSession) -> bool:
+        return await _audited(
+            session,
+            act,
+            action="refund.retry",
+            target_type="refund",
+            target_id=str(refund_id),
+            details=lambda _: {},
+        )
+
+    _run(settings, work, f"refund {refund_id}")
+    if as_json:
+        print_json({"id": str(refund_id), "state": RefundState.PENDING.value})
+        return
+    out.print(f"refund {refund_id}: pending again; the refund job pays it within a minute", highlight=False)
 
 
 # --- sale --------------------------------------------------------------------------------

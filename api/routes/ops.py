@@ -21,8 +21,11 @@ from api.routes.orders import OrderOut, order_out
 from api.schemas import STORABLE_TEXT
 from api.staff import BOX_OFFICE, ON_CALL, STAFF_SECURITY, audit_detail
 from booking.accounts.staff import StaffPrincipal
+from booking.errors import RefundNotFailed
 from booking.holds.models import HoldState
 from booking.ops import service as ops
+from booking.payments import service as payments
+from booking.payments.models import RefundState
 from booking.payments.registry import Gateways
 from booking.payments.service import Settlement
 
@@ -47,11 +50,43 @@ class EventDashboardOut(msgspec.Struct, frozen=True):
     stuck_paying: int
 
 
+class RefundCountsOut(msgspec.Struct, frozen=True):
+    pending: int
+    submitted: int
+    failed: int
+
+
 class DashboardOut(msgspec.Struct, frozen=True):
     at: dt.datetime
     events: list[EventDashboardOut]
     expiring_soon: int
     stuck_paying: int
+    # Refunds not paid back yet; a failed one needs on-call (GET /staff/refunds).
+    refunds: RefundCountsOut
+
+
+class RefundOut(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    payment_id: uuid.UUID
+    hold_id: uuid.UUID
+    order_id: uuid.UUID | None
+    provider: str
+    amount: Money
+    state: str
+    reason: str
+    attempts: int
+    last_error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class RefundList(msgspec.Struct, frozen=True):
+    items: list[RefundOut]
+
+
+class RefundRetriedOut(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    state: str
 
 
 class HoldRowOut(msgspec.Struct, frozen=True):
@@ -196,6 +231,7 @@ class OpsController(Controller):
         self, staff: NamedDependency[StaffPrincipal], db_session: NamedDependency[AsyncSession]
     ) -> DashboardOut:
         board = await ops.dashboard(db_session)
+        refunds = await payments.unsettled_refund_counts(db_session)
         return DashboardOut(
             at=board.at,
             events=[
@@ -220,6 +256,7 @@ class OpsController(Controller):
             ],
             expiring_soon=board.expiring_soon,
             stuck_paying=board.stuck_paying,
+            refunds=RefundCountsOut(**refunds),
         )
 
     @get(
@@ -352,6 +389,61 @@ class OpsController(Controller):
             order_id=str(settled.order_id) if settled.order_id else None,
         )
         return _settlement(settled)
+
+    @get(
+        "/refunds",
+        summary="Refunds not paid back yet",
+        description=(
+            "Newest first. By default every refund not paid back: `pending` (the refund job sends "
+            "it within a minute), `submitted` (the provider accepted it and pays it out later) and "
+            "`failed` (the provider refused it or kept erroring: see `last_error`, then retry)."
+        ),
+        opt={"roles": ON_CALL},
+    )
+    async def list_refunds(
+        self,
+        staff: NamedDependency[StaffPrincipal],
+        db_session: NamedDependency[AsyncSession],
+        # ``state`` is Litestar's own keyword: the query parameter keeps the name under another.
+        wanted: Annotated[
+            list[RefundState] | None,
+            QueryParameter(name="state", description="Only these states (repeatable)"),
+        ] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500, description="At most this many")] = 100,
+    ) -> RefundList:
+        states = set(wanted) if wanted else {s for s in RefundState if s != RefundState.SUCCEEDED}
+        rows = await payments.list_refunds(db_session, states=states, limit=limit)
+        return RefundList(
+            items=[
+                RefundOut(
+                    id=r.id, payment_id=r.payment_id, hold_id=r.hold_id, order_id=r.order_id,
+                    provider=r.provider, amount=Money(r.amount_minor, r.currency), state=r.state,
+                    reason=r.reason, attempts=r.attempts, last_error=r.last_error,
+                    created_at=r.created_at, updated_at=r.updated_at,
+                )
+                for r in rows
+            ]
+        )  # fmt: skip
+
+    @post(
+        "/refunds/{refund_id:uuid}/retry",
+        status_code=200,
+        summary="Send a failed refund to the provider again",
+        description=(
+            "The refund is pending again and the refund job sends it within a minute, as a new "
+            "request to the provider. Only failed refunds: another one answers 409 `refund-not-failed`."
+        ),
+        opt={"roles": ON_CALL, "audit": "refund.retry", "audit_target": "refund"},
+    )
+    async def retry_refund(
+        self,
+        staff: NamedDependency[StaffPrincipal],
+        db_session: NamedDependency[AsyncSession],
+        refund_id: FromPath[uuid.UUID],
+    ) -> RefundRetriedOut:
+        if not await payments.retry_refund(db_session, refund_id):
+            raise RefundNotFailed()
+        return RefundRetriedOut(id=refund_id, state=RefundState.PENDING.value)
 
     @post(
         "/orders/{order_id:uuid}/refund",

@@ -357,3 +357,48 @@ async def test_pause_stops_fans_holding_and_resume_lets_them_again(
     assert problem(missing) == (404, "event-not-found")
     denied = await api.post(f"/staff/events/{event.event_id}/pause", headers=staff[StaffRole.BOX_OFFICE])
     assert problem(denied) == (403, "forbidden")
+
+
+async def test_refunds_waiting_are_listed_counted_on_the_dashboard_and_a_failed_one_retried(
+    api: AsyncTestClient[Litestar],
+    session: AsyncSession,
+    staff: dict[StaffRole, dict[str, str]],
+    fan_a: SignedIn,
+    event: SmallEvent,
+) -> None:
+    headers = staff[StaffRole.ON_CALL]
+    hold_id = await held(api, fan_a, event, event.seat_ids[:2])
+    order_id = (await pay(api, fan_a, hold_id, offline.SUCCESS))["order_id"]
+    assert (await api.post(f"/staff/orders/{order_id}/refund", headers=headers)).status_code == 200
+    await session.execute(
+        text("UPDATE refunds SET state = 'failed', attempts = 8, last_error = 'card closed'")
+    )
+    await session.commit()
+
+    board = await api.get("/staff/dashboard", headers=headers)
+    assert board.json()["refunds"] == {"pending": 0, "submitted": 0, "failed": 1}
+    listed = await api.get("/staff/refunds", params={"state": "failed"}, headers=headers)
+    assert listed.status_code == 200, listed.text
+    (row,) = listed.json()["items"]
+    assert (row["order_id"], row["state"], row["last_error"], row["amount"]["amount_minor"]) == (
+        order_id,
+        "failed",
+        "card closed",
+        10000,
+    )
+    assert (await api.get("/staff/refunds", headers=staff[StaffRole.GATE])).status_code == 403
+
+    retried = await api.post(f"/staff/refunds/{row['id']}/retry", headers=headers)
+    assert retried.status_code == 200, retried.text
+    assert retried.json() == {"id": row["id"], "state": "pending"}
+    entry = await last_audit(session)
+    assert (entry.action, entry.target_type, entry.target_id) == ("refund.retry", "refund", row["id"])
+    assert problem(await api.post(f"/staff/refunds/{row['id']}/retry", headers=headers)) == (
+        409,
+        "refund-not-failed",
+    )
+    assert problem(await api.post(f"/staff/refunds/{uuid.uuid4()}/retry", headers=headers)) == (
+        404,
+        "refund-not-found",
+    )
+    assert (await api.get("/staff/dashboard", headers=headers)).json()["refunds"]["pending"] == 1

@@ -56,6 +56,8 @@ STAFF_MATRIX: dict[tuple[str, str], tuple[frozenset[StaffRole], dict[str, Any] |
     ("GET", "/staff/orders/stuck"): (frozenset({CALL, ADMIN}), None),
     ("POST", "/staff/orders/{hold_id:uuid}/reconcile"): (frozenset({CALL, ADMIN}), None),
     ("POST", "/staff/orders/{order_id:uuid}/refund"): (frozenset({CALL, ADMIN}), None),
+    ("GET", "/staff/refunds"): (frozenset({CALL, ADMIN}), None),
+    ("POST", "/staff/refunds/{refund_id:uuid}/retry"): (frozenset({CALL, ADMIN}), None),
     ("POST", "/staff/events/{event_id:uuid}/pause"): (frozenset({CALL, ADMIN}), None),
     ("POST", "/staff/events/{event_id:uuid}/resume"): (frozenset({CALL, ADMIN}), None),
     ("POST", "/staff/checkin"): (frozenset({GATE, ADMIN}), {"token": "not-a-ticket-code", "gate": "north-1"}),

@@ -413,3 +413,45 @@ def test_no_database_configured_and_no_stack_is_one_line(
     monkeypatch.setenv("BOXOFFICE_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()
     one_line_error(boxoffice("holds", "list"), 1, "no database")
+
+
+def test_refunds_list_shows_what_is_not_paid_back_and_retry_sends_a_failed_one_again(env: str) -> None:
+    event, _ = db(env, _event)
+
+    async def bought(sessions: async_sessionmaker[AsyncSession]) -> uuid.UUID:
+        owner, hold_id = await _hold(sessions, event, event.seat_ids[:2])
+        order_id = (await _pay(sessions, owner, hold_id, offline.SUCCESS)).order_id
+        assert order_id is not None
+        return order_id
+
+    order_id = db(env, bought)
+    assert boxoffice("orders", "refund", str(order_id), "--yes").exit_code == 0
+    listed = boxoffice("refunds", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    (row,) = items(listed)
+    assert (row["state"], row["order_id"]) == ("pending", str(order_id))
+    # The provider kept refusing it: failed, with the error, for someone to look at.
+
+    async def refused(sessions: async_sessionmaker[AsyncSession]) -> None:
+        async with sessions() as session:
+            await session.execute(
+                text("UPDATE refunds SET state = 'failed', attempts = 8, last_error = 'Stripe answered 400'")
+            )
+            await session.commit()
+
+    db(env, refused)
+    table = boxoffice("refunds", "list", "--state", "failed")
+    assert table.exit_code == 0, table.output
+    assert "Stripe answered 400" in table.stdout
+    assert row["id"] in table.stdout
+    assert boxoffice("refunds", "list", "--state", "succeeded").exit_code == 3
+
+    one_line_error(boxoffice("refunds", "retry", row["id"]), 2, "refusing without --yes")
+    retried = boxoffice("refunds", "retry", row["id"], "--yes")
+    assert retried.exit_code == 0, retried.output
+    assert scalar(env, "SELECT state || ':' || attempts || ':' || retries FROM refunds") == "pending:0:1"
+    one_line_error(boxoffice("refunds", "retry", row["id"], "--yes"), 1, "Only a failed refund")
+    one_line_error(boxoffice("refunds", "retry", str(uuid.uuid4()), "--yes"), 1, "No such refund")
+    actions = [(e.action, e.outcome) for e in audit_log(env, limit=10)]
+    assert ("refund.retry", "ok") in actions
+    assert ("refund.retry", "failed") in actions
