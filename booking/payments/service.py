@@ -442,12 +442,20 @@ def _settlement_of(payment: Payment | OpenedPayment) -> Settlement:
 
 
 # Taken at a till: the money goes back in person (cash from the drawer, or a reversal on the
-# card terminal), not through a provider, so no refund row is left for the refund job, which
-# could never finish it.
+# card terminal), not through a provider. Its refund is recorded as paid back there and then,
+# so the books show it, and no job tries to send it to a provider that never had it.
 _REFUNDED_IN_PERSON = frozenset({PaymentProvider.CASH, PaymentProvider.CARD_PRESENT})
+IN_PERSON = "Handed back in person at the till."
 
 
-async def _record_refund(session: AsyncSession, payment: Payment, key: str, *, reason: str) -> None:
+async def _record_refund(
+    session: AsyncSession,
+    payment: Payment,
+    key: str,
+    *,
+    reason: str,
+    state: RefundState = RefundState.PENDING,
+) -> None:
     await session.execute(
         pg_insert(Refund)
         .values(
@@ -456,6 +464,7 @@ async def _record_refund(session: AsyncSession, payment: Payment, key: str, *, r
             amount_minor=payment.amount_minor,
             currency=payment.currency,
             reason=reason,
+            state=state,
         )
         .on_conflict_do_nothing(index_elements=["payment_id", "idempotency_key"])
     )
@@ -464,7 +473,8 @@ async def _record_refund(session: AsyncSession, payment: Payment, key: str, *, r
 async def request_order_refund(session: AsyncSession, order_id: uuid.UUID) -> bool:
     """Record the refund of an order's payment (after ``refund_order`` returned its seats).
     The refund job makes it with the provider. Returns False when there is nothing for it to
-    do: no succeeded payment, or one taken at a till, whose money is handed back in person.
+    do: no succeeded payment, or one taken at a till, whose money is handed back in person
+    (recorded as paid back, ``IN_PERSON``).
 
     Raises:
         OrderNotFound.
@@ -474,7 +484,12 @@ async def request_order_refund(session: AsyncSession, order_id: uuid.UUID) -> bo
     payment = await session.scalar(
         select(Payment).where(Payment.order_id == order_id, Payment.state == PaymentState.SUCCEEDED)
     )
-    if payment is None or payment.provider in _REFUNDED_IN_PERSON:
+    if payment is None:
+        return False
+    if payment.provider in _REFUNDED_IN_PERSON:
+        await _record_refund(
+            session, payment, refund_key("order", order_id), reason=IN_PERSON, state=RefundState.SUCCEEDED
+        )
         return False
     await _record_refund(session, payment, refund_key("order", order_id), reason="The order was cancelled.")
     return True

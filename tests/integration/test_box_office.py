@@ -29,6 +29,7 @@ from booking.keys import SigningKeys, load_signing_keys
 from booking.ops import service as ops
 from booking.orders.service import confirm_hold
 from booking.payments import box_office
+from booking.payments import service as payments
 from booking.payments.box_office import SeatState
 from booking.payments.models import PaymentProvider
 from booking.settings import Settings
@@ -501,8 +502,8 @@ async def test_online_orders_and_tickets_are_not_reached_through_the_box_office(
 async def test_refunding_a_till_order_leaves_no_refund_for_the_job(
     session: AsyncSession, till: uuid.UUID, event: SmallEvent, method: str, tender: dict[str, object]
 ) -> None:
-    # A till payment goes back in person; a refund row no job or provider could make would
-    # stay pending forever.
+    # A till payment goes back in person: recorded as paid back there (a pending row no job
+    # or provider could make would stay pending for ever).
     hold_id = await _sale(session, till, event, event.seat_ids[:1])
     paid = await box_office.take_payment(session, hold_id=hold_id, staff_key_id=till, method=method, **tender)
     await session.commit()
@@ -510,9 +511,13 @@ async def test_refunding_a_till_order_leaves_no_refund_for_the_job(
     await session.commit()
     assert not refunded.refund_recorded
     assert refunded.order.state == "refunded"
-    states = await session.scalars(
-        text("SELECT r.state FROM refunds r JOIN payments p ON p.id = r.payment_id WHERE p.hold_id = :h"),
+    rows = await session.execute(
+        text(
+            "SELECT r.state, r.reason, r.amount_minor = p.amount_minor FROM refunds r"
+            " JOIN payments p ON p.id = r.payment_id WHERE p.hold_id = :h"
+        ),
         {"h": hold_id},
     )
-    assert list(states) == []
+    assert [tuple(r) for r in rows] == [("succeeded", payments.IN_PERSON, True)]
+    assert await payments.pending_refunds(session) == []
     assert await _unit_states(session, event.seat_ids[:1]) == ["available"]
