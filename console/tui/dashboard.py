@@ -43,7 +43,7 @@ class DashboardScreen(ConsoleScreen):
         self.query_one("#summary", Static).update(
             f"Holds expiring within a minute: {board['expiring_soon']}    "
             f"Orders stuck in paying: {board['stuck_paying']}    "
-            f"{jobs}As of {when(board['at'])}"
+            f"{_refunds(board)}{jobs}As of {when(board['at'])}"
         )
 
     async def load(self) -> None:
@@ -99,3 +99,12 @@ class DashboardScreen(ConsoleScreen):
             if workers
             else "Workers: none live — holds still expire by their deadline, but the outbox waits"
         )
+
+
+def _refunds(board: dict[str, Any]) -> str:
+    # Older APIs do not report refunds: say nothing rather than a wrong zero.
+    counts = board.get("refunds")
+    if not counts:
+        return ""
+    waiting = counts["pending"] + counts["submitted"]
+    return f"Refunds waiting: {waiting}, failed: {counts['failed']}    "

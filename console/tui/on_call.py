@@ -1,4 +1,5 @@
-"""On call: orders stuck in payment, failed jobs, and pausing or resuming a sale."""
+"""On call: orders stuck in payment, refunds not paid back, failed jobs, and pausing or
+resuming a sale."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class OnCallScreen(ConsoleScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "reconcile", "Reconcile"),
         Binding("f", "refund", "Refund"),
+        Binding("t", "retry_refund", "Retry refund"),
         Binding("r", "requeue", "Requeue job"),
         Binding("delete", "delete_job", "Delete job"),
         Binding("p", "pause", "Pause sale"),
@@ -33,6 +35,8 @@ class OnCallScreen(ConsoleScreen):
                 "Orders stuck in payment  (c reconcile with the provider · f refund)", classes="heading"
             )
             yield DataTable(id="stuck", cursor_type="row", zebra_stripes=True)
+            yield Static("Refunds not paid back  (t retry a failed one)", classes="heading")
+            yield DataTable(id="refunds", cursor_type="row", zebra_stripes=True)
             yield Static("Failed jobs  (r requeue · Delete remove)", classes="heading")
             yield DataTable(id="failed", cursor_type="row", zebra_stripes=True)
             yield Static("Sales  (p pause · u resume)", classes="heading")
@@ -41,6 +45,9 @@ class OnCallScreen(ConsoleScreen):
     def on_mount(self) -> None:
         self.query_one("#stuck", DataTable).add_columns(
             "Hold", "Event", "Buyer", "Amount", "Provider", "Payment", "Deadline", "Age"
+        )
+        self.query_one("#refunds", DataTable).add_columns(
+            "Refund", "State", "Amount", "Provider", "Order", "Errors", "Last error", "Since"
         )
         self.query_one("#failed", DataTable).add_columns("Job", "Queue", "Function", "Failed at", "Error")
         self.query_one("#sales", DataTable).add_columns("Event", "Status", "Sold", "Held", "Available")
@@ -58,6 +65,7 @@ class OnCallScreen(ConsoleScreen):
     async def load(self) -> None:
         stuck = await self.client.get("/staff/orders/stuck")
         failed = await self.client.get("/staff/jobs/failed")
+        refunds = await self.client.get("/staff/refunds")
         board = await self.client.get("/staff/dashboard")
         self._refill(
             self.query_one("#stuck", DataTable),
@@ -76,6 +84,25 @@ class OnCallScreen(ConsoleScreen):
                     ],
                 )
                 for o in stuck["items"]
+            ],
+        )
+        self._refill(
+            self.query_one("#refunds", DataTable),
+            [
+                (
+                    str(r["id"]),
+                    [
+                        str(r["id"])[:8],
+                        r["state"],
+                        money(r["amount"]["amount_minor"], r["amount"]["currency"]),
+                        r["provider"],
+                        str(r["order_id"] or r["hold_id"])[:8],
+                        str(r["attempts"]),
+                        (r["last_error"] or "")[:48],
+                        when(r["updated_at"]),
+                    ],
+                )
+                for r in refunds["items"]
             ],
         )
         self._refill(
@@ -150,6 +177,16 @@ class OnCallScreen(ConsoleScreen):
             f"/staff/orders/{order_id}/refund",
             "Order refunded.",
         )
+
+    def action_retry_refund(self) -> None:
+        picked = self._selected("#refunds")
+        if picked:
+            self._confirm_then(
+                f"Send refund {picked[1]} to the provider again?",
+                "POST",
+                f"/staff/refunds/{picked[0]}/retry",
+                "Refund pending again: the refund job sends it within a minute.",
+            )
 
     def action_requeue(self) -> None:
         picked = self._selected("#failed")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psycopg
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -264,3 +265,58 @@ async def test_a_till_sees_the_sales_without_the_on_call_parts(
         assert not app.screen.query_one(Banner).has_class("visible")
         assert not app.screen.query_one("#queues", DataTable).display
         assert "on-call keys only" in str(app.screen.query_one("#workers", Static).render())
+
+
+def _failed_refund(api: LiveApi, admin_key: str, event_id: str) -> str:
+    """A fan's order bought and refunded by staff through the API, its refund then refused by
+    the provider for good (as the refund job records it): the refund's id."""
+    email = f"fan-{uuid.uuid4().hex[:8]}@example.org"
+    staff = {"Authorization": f"Bearer {admin_key}"}
+    with httpx.Client(base_url=api.url) as client:
+        client.post("/fans", json={"email": email, "password": PASSWORD}).raise_for_status()
+        token = client.post("/sessions", json={"email": email, "password": PASSWORD}).json()["token"]
+        fan = {"Authorization": f"Bearer {token}"}
+        held = client.post(
+            "/holds",
+            json={"event_id": event_id, "seat_ids": _free_seats(client, event_id)[:1]},
+            headers={**fan, "Idempotency-Key": uuid.uuid4().hex},
+        ).json()
+        paid = client.post(
+            f"/holds/{held['id']}/checkout",
+            json={"provider": "offline", "card_number": "4242424242424242"},
+            headers=fan,
+        ).json()
+        client.post(f"/staff/orders/{paid['order_id']}/refund", headers=staff).raise_for_status()
+    assert api.settings.database_url is not None
+    with psycopg.connect(api.settings.database_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        (refund_id,) = conn.execute(
+            "UPDATE refunds SET state = 'failed', last_error = 'the provider answered card closed'"
+            " WHERE payment_id = %s RETURNING id",
+            (paid["payment_id"],),
+        ).fetchone()  # type: ignore[misc]
+    return str(refund_id)
+
+
+async def test_retrying_a_failed_refund_from_the_on_call_screen(
+    live_api: LiveApi, admin_key: str, tmp_path: Path
+) -> None:
+    event_id = _seated_event_on_sale(live_api.url)
+    key = _failed_refund(live_api, admin_key, event_id)
+    app = console(live_api, admin_key, tmp_path)
+    async with app.run_test(size=(180, 70)) as pilot:
+        await pilot.press("o")
+        screen = app.screen
+        assert isinstance(screen, OnCallScreen)
+        refunds = screen.query_one("#refunds", DataTable)
+        await until(pilot, lambda: key in {k.value for k in refunds.rows}, "the failed refund")
+        assert _cell(refunds, key, 1) == "failed"
+        refunds.focus()
+        refunds.move_cursor(row=refunds.get_row_index(key))
+        await pilot.press("t")
+        assert isinstance(app.screen, ConfirmModal)
+        await pilot.press("y")
+        await until(
+            pilot,
+            lambda: key not in {k.value for k in refunds.rows} or _cell(refunds, key, 1) != "failed",
+            "the refund retried",
+        )
