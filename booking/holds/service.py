@@ -511,6 +511,9 @@ async def renew_hold(
         HoldNotFound, HoldStateConflict, HoldExpired, RenewalLimit.
     """
     hold, now = await lock_hold(session, hold_id, owner)
+    # Past its deadline is "expired" whether or not the sweeper has tidied it yet: one answer.
+    if hold.state == S.EXPIRED:
+        raise HoldExpired()
     if hold.state != S.ACTIVE:
         raise HoldStateConflict(hold.state.value, "renew")
     if hold.expires_at <= now:
@@ -622,6 +625,8 @@ async def start_payment(
         HoldNotFound, HoldStateConflict, HoldExpired (its deadline passed first).
     """
     hold, now = await lock_hold(session, hold_id, owner)
+    if hold.state == S.EXPIRED:
+        raise HoldExpired()
     if hold.state not in HOLD_MOVES["start_payment"][0]:
         raise HoldStateConflict(hold.state.value, "pay for")
     deadline = min(now + policy.payment_grace, hold.created_at + policy.max_lifetime + policy.payment_grace)

@@ -217,6 +217,9 @@ async def _open_payment(
                 settled.order_id,
                 settled.failure_code,
             ), False
+        if state == HoldState.EXPIRED:
+            # Tidied by the sweeper already: the same answer as one past its deadline.
+            raise HoldExpired()
         raise HoldStateConflict(state, "pay for")
     if not in_time or extended != quantity:
         raise HoldExpired()

@@ -10,8 +10,12 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from booking.holds import service as holds
+from booking.holds.policy import HoldPolicy
 from tests.api.conftest import SignedIn
-from tests.factories import SmallEvent, make_event
+from tests.factories import SmallEvent, advance_clock, make_event
+
+CHECKOUT = {"provider": "offline", "card_number": "4242424242424242"}
 
 PROBLEM = "application/problem+json"
 
@@ -167,3 +171,24 @@ async def test_no_fan_reaches_another_fans_hold(
     ]
     assert [r.status_code for r in anonymous] == [401, 401, 401]
     assert (await api.get(f"/holds/{hold_id}", headers=fan_a.headers)).json()["state"] == "active"
+
+
+@pytest.mark.parametrize("tidied", [False, True], ids=["past-deadline", "tidied-by-the-sweeper"])
+async def test_renewing_or_paying_for_an_expired_hold_answers_hold_expired(
+    api: AsyncTestClient[Litestar], session: AsyncSession, event: SmallEvent, fan_a: SignedIn, tidied: bool
+) -> None:
+    """One answer for an expired hold, whether or not the sweeper has marked it yet: the
+    documented `hold-expired`, not a state conflict."""
+    status, created = await hold(
+        api, fan_a, {"event_id": str(event.event_id), "seat_ids": event.seat_ids[:1]}
+    )
+    assert status == 201
+    hold_id = created["id"]
+    await advance_clock(session, HoldPolicy().ttl.total_seconds() + 1)
+    if tidied:
+        await holds.sweep_expired(session)
+        await session.commit()
+    for path, body in ((f"/holds/{hold_id}/renew", None), (f"/holds/{hold_id}/checkout", CHECKOUT)):
+        answer = await api.post(path, json=body, headers=fan_a.headers)
+        assert answer.status_code == 409, answer.text
+        assert problem_code(answer.json()) == "hold-expired"
