@@ -12,7 +12,7 @@ from litestar import Request
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.idempotency import owned_session
-from api.principals import fan_principal
+from api.principals import bearer_of, fan_principal
 from booking.accounts import fans
 from booking.errors import NotAuthenticated
 
@@ -37,11 +37,7 @@ COMPONENTS = Components(
 
 
 def bearer_token(request: Request[Any, Any, Any]) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+    return bearer_of(request.headers.get("authorization", ""))
 
 
 async def provide_fan(request: Request[Any, Any, Any]) -> fans.Principal:

@@ -25,7 +25,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.principals import fan_principal
+from api.principals import bearer_of, fan_principal
 from api.problems import problem_type, retry_after
 from booking.accounts import fans
 from booking.errors import BookingError, NotAuthenticated
@@ -50,9 +50,8 @@ async def caller_scope(scope: Scope) -> str:
     staff key, or a token that will be refused), else the client address when anonymous."""
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            token = token.strip()
-            if scheme.lower() == "bearer" and token.startswith(fans.TOKEN_PREFIX):
+            token = bearer_of(value.decode("latin-1"))
+            if token is not None and token.startswith(fans.TOKEN_PREFIX):
                 with contextlib.suppress(NotAuthenticated):
                     principal = await fan_principal(scope["litestar_app"].state, token)
                     return f"fan:{principal.fan_id}"

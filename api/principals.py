@@ -15,6 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from booking.accounts import fans
 
 
+def bearer_of(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, else None."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
 async def fan_principal(state: Any, token: str, session: AsyncSession | None = None) -> fans.Principal:
     """The fan of ``token``, from ``state.fan_principals`` or else one read, on ``session``
     when the request already has one (one request never needs two connections at once), or

@@ -511,7 +511,7 @@ def refunds_list(
     """Refunds, newest first: by default those not paid back yet (pending, submitted to the
     provider, failed). A failed one needs someone: see its error, then `refunds retry`. Exit
     3 when there are none."""
-    states = set(state) if state else {s for s in RefundState if s != RefundState.SUCCEEDED}
+    states = set(state) if state else payments.UNSETTLED_REFUND_STATES
 
     async def work(session: AsyncSession) -> list[payments.RefundView]:
         return await payments.list_refunds(session, states=states, limit=limit)

@@ -411,7 +411,7 @@ class OpsController(Controller):
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500, description="At most this many")] = 100,
     ) -> RefundList:
-        states = set(wanted) if wanted else {s for s in RefundState if s != RefundState.SUCCEEDED}
+        states = set(wanted) if wanted else payments.UNSETTLED_REFUND_STATES
         rows = await payments.list_refunds(db_session, states=states, limit=limit)
         return RefundList(
             items=[

@@ -754,20 +754,10 @@ async def make_refund(sessions: async_sessionmaker[AsyncSession], gateway: Gatew
             )
             await session.commit()
         raise
-    await _record_refund_answer(sessions, due.refund_id, answer, from_states=(RefundState.PENDING,))
-    return answer.status == GatewayStatus.SUCCEEDED
-
-
-async def _record_refund_answer(
-    sessions: async_sessionmaker[AsyncSession],
-    refund_id: uuid.UUID,
-    answer: GatewayRefund,
-    *,
-    from_states: tuple[RefundState, ...],
-) -> None:
     async with sessions() as session:
-        await apply_refund_answer(session, refund_id, answer, from_states=from_states)
+        await apply_refund_answer(session, due.refund_id, answer, from_states=(RefundState.PENDING,))
         await session.commit()
+    return answer.status == GatewayStatus.SUCCEEDED
 
 
 async def apply_refund_answer(
@@ -830,9 +820,12 @@ async def check_refund(
         GatewayTimeout, GatewayError (it stays submitted for the next round).
     """
     answer = await gateway.retrieve_refund(item.ref)
-    await _record_refund_answer(sessions, item.refund_id, answer, from_states=(RefundState.SUBMITTED,))
     async with sessions() as session:
-        return (await session.get_one(Refund, item.refund_id, populate_existing=True)).state
+        await apply_refund_answer(session, item.refund_id, answer, from_states=(RefundState.SUBMITTED,))
+        state = await session.scalar(select(Refund.state).where(Refund.id == item.refund_id))
+        await session.commit()
+    assert state is not None, "refunds are never deleted"
+    return state
 
 
 async def refund_by_provider_ref(
@@ -866,19 +859,22 @@ class RefundView:
     updated_at: dt.datetime
 
 
+# Every refund whose money is not back yet: what on-call lists and the dashboard counts.
+UNSETTLED_REFUND_STATES = frozenset(RefundState) - {RefundState.SUCCEEDED}
+
+
 async def list_refunds(
-    session: AsyncSession, *, states: Collection[RefundState] | None = None, limit: int = 100
+    session: AsyncSession, *, states: Collection[RefundState] = UNSETTLED_REFUND_STATES, limit: int = 100
 ) -> list[RefundView]:
-    """Refunds newest first; with ``states``, only those (``failed`` is what needs on-call)."""
+    """Refunds in ``states`` (by default those not paid back yet), newest first (``failed``
+    is what needs on-call)."""
     query = (
         select(Refund, Payment.hold_id, Payment.order_id, Payment.provider)
         .join(Payment, Payment.id == Refund.payment_id)
         .order_by(Refund.created_at.desc(), Refund.id)
         .limit(limit)
     )
-    if states:
-        query = query.where(Refund.state.in_(sorted(states)))
-    rows = (await session.execute(query)).all()
+    rows = (await session.execute(query.where(Refund.state.in_(sorted(states))))).all()
     return [
         RefundView(
             r.id, r.payment_id, hold_id, order_id, provider.value, r.amount_minor, r.currency, r.state.value,
@@ -893,11 +889,11 @@ async def unsettled_refund_counts(session: AsyncSession) -> dict[str, int]:
     rows = (
         await session.execute(
             select(Refund.state, func.count())
-            .where(Refund.state != RefundState.SUCCEEDED)
+            .where(Refund.state.in_(sorted(UNSETTLED_REFUND_STATES)))
             .group_by(Refund.state)
         )
     ).all()
-    counts = {state.value: 0 for state in RefundState if state != RefundState.SUCCEEDED}
+    counts = {state.value: 0 for state in sorted(UNSETTLED_REFUND_STATES)}
     counts.update({state.value: int(n) for state, n in rows})
     return counts
 
