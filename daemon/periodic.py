@@ -4,10 +4,18 @@ The job id is the task and the slot (``tick-sweep-123456``), enqueued with ``uni
 so any number of workers may tick at once and each slot still runs once. The ticker runs in
 its own process (a forked rq work horse must never inherit a thread holding a lock), and
 dies with the worker that started it.
+
+The ticker is also rq's scheduler: each second it moves jobs whose retry delay is over from
+the scheduled registries back onto their queues, under rq's per-queue scheduler locks (so
+with several workers, one ticker does it). rq's own scheduler is a second forked process
+that exits at the first Redis error and survives a SIGKILLed worker, keeping its locks, so
+the next worker would run without one; the ticker rides out Redis errors and dies with its
+worker, and a ticker that dies anyway lets its locks lapse within a minute.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import signal
@@ -18,7 +26,9 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import DuplicateJobError
+from rq.scheduler import RQScheduler
 
+from booking.redis_client import sync_client
 from daemon.lifecycle import die_with_parent
 
 log = logging.getLogger("boxoffice.ticker")
@@ -63,7 +73,34 @@ def tick(redis: Redis, now: float, tasks: tuple[Periodic, ...] = PERIODIC) -> li
     return enqueued
 
 
-def run_ticker(redis_url: str) -> None:
+# How often a ticker that lacks a queue's scheduler lock asks for it again (rq's own
+# scheduler waits ten minutes; a lock left by a killed ticker lapses after about one).
+LOCK_RETRY_SECONDS = 15
+
+
+class Scheduling:
+    """rq's scheduler duties, done a tick at a time in the ticker's process."""
+
+    def __init__(self, redis: Redis, queues: tuple[str, ...]) -> None:
+        self.queues = set(queues)
+        self.scheduler = RQScheduler(list(queues), connection=redis, logging_level=logging.WARNING)
+        self.asked_at = 0.0
+
+    def tick(self, now: float) -> None:
+        scheduler = self.scheduler
+        if scheduler.acquired_locks != self.queues and now - self.asked_at >= LOCK_RETRY_SECONDS:
+            self.asked_at = now
+            scheduler.acquire_locks()  # type: ignore[no-untyped-call]
+        if scheduler.acquired_locks:
+            scheduler.heartbeat()  # type: ignore[no-untyped-call]
+            scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
+
+    def stop(self) -> None:
+        with contextlib.suppress(RedisError):  # else they lapse by themselves
+            self.scheduler.release_locks()  # type: ignore[no-untyped-call]
+
+
+def run_ticker(redis_url: str, queues: tuple[str, ...] = ()) -> None:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when we stop
     stopping = False
@@ -73,21 +110,33 @@ def run_ticker(redis_url: str) -> None:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
-    redis = Redis.from_url(redis_url)
+    redis = sync_client(redis_url)
+    scheduling = Scheduling(redis, queues) if queues else None
+    failing = False
     while not stopping:
         try:
             tick(redis, time.time())
-        except RedisError as error:  # Redis away for a moment: the next tick retries
-            log.warning("tick skipped: %s", error)
+            if scheduling is not None:
+                scheduling.tick(time.monotonic())
+            if failing:
+                log.warning("Redis is back; ticking again")
+            failing = False
+        except RedisError as error:  # Redis away: the next tick retries, logged once
+            if not failing:
+                log.warning("tick skipped, Redis unreachable: %s", error)
+            failing = True
         except Exception:
             # Whatever went wrong with this tick, the next second's must still happen.
             log.exception("tick failed")
         time.sleep(1 - time.time() % 1 + 0.01)
+    if scheduling is not None:
+        scheduling.stop()
 
 
-def start_ticker(redis_url: str) -> multiprocessing.process.BaseProcess:
+def start_ticker(redis_url: str, queues: tuple[str, ...] = ()) -> multiprocessing.process.BaseProcess:
+    """Start a ticker process; with ``queues``, it also schedules their delayed retries."""
     process = multiprocessing.get_context("spawn").Process(
-        target=run_ticker, args=(redis_url,), name="boxoffice-ticker", daemon=True
+        target=run_ticker, args=(redis_url, queues), name="boxoffice-ticker", daemon=True
     )
     process.start()
     return process

@@ -17,6 +17,7 @@ from rq.timeouts import JobTimeoutException
 
 from booking.catalog.search import EVENT_CHANGED
 from booking.outbox import LEGACY_TOPICS, Message, RelayResult, Topic, relay_batch
+from booking.redis_client import sync_client
 from jobs.db import job_session, redis_url
 
 SEEN_TTL = int(dt.timedelta(days=7).total_seconds())
@@ -158,7 +159,7 @@ class Consumers:
 
 async def relay_outbox(limit: int = 500) -> dict[str, int]:
     """Every second: hand pending outbox messages to the consumers, in batches."""
-    redis = Redis.from_url(redis_url())
+    redis = sync_client(redis_url())
     consumers = Consumers(redis)
     delivered = failed = 0
     try:

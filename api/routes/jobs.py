@@ -18,12 +18,12 @@ import msgspec
 from litestar import Controller, Litestar, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
-from redis import Redis
 
 from api.auth import STAFF_SECURITY
 from api.schemas import STORABLE_TEXT
 from api.staff import ON_CALL, audit_detail
 from booking.accounts.staff import StaffPrincipal
+from booking.redis_client import sync_client
 from jobs import admin
 
 T = TypeVar("T")
@@ -42,7 +42,7 @@ QueueName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=STO
 @asynccontextmanager
 async def rq_redis_lifespan(app: Litestar) -> AsyncIterator[None]:
     """Open the app's synchronous Redis client for RQ, and close it at shutdown."""
-    client = Redis.from_url(app.state.settings.redis_url, socket_connect_timeout=5, socket_timeout=15)
+    client = sync_client(app.state.settings.redis_url, command_timeout=5.0)
     app.state.rq_redis = client
     try:
         yield
