@@ -11,10 +11,10 @@ from litestar.config.response_cache import ResponseCacheConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import COMPONENTS, provide_fan
+from api.freshness import SeatmapVersions
 from api.idempotency import IdempotencyMiddleware, owned_session
 from api.openapi import document_problems
 from api.overload import InFlightLimit
@@ -35,8 +35,10 @@ from api.staff import AuditMiddleware, provide_staff, record_success
 from booking import __version__
 from booking.accounts.fans import PrincipalCache
 from booking.db import make_async_engine, make_sessionmaker
+from booking.inventory.seatmap import LocalSnapshots
 from booking.keys import load_signing_keys
 from booking.payments.registry import Gateways
+from booking.redis_client import Breaker, async_client
 from booking.settings import Settings, get_settings
 
 
@@ -86,11 +88,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             max_overflow=0,
             pool_timeout=settings.db_pool_timeout_seconds,
         )
-        redis = Redis.from_url(redis_url)
+        redis = async_client(redis_url)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.gateways = Gateways(settings, app.state.sessionmaker)
         app.state.redis = redis
+        app.state.redis_breaker = Breaker()
+        app.state.local_seatmaps = LocalSnapshots()
         try:
             yield
         finally:
@@ -122,9 +126,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "staff": Provide(provide_staff),
         },
         lifespan=[lifespan, rq_redis_lifespan],
-        # The in-flight bound first, so a refused request costs nothing else. Audit next: it
-        # sees the final answer, including an idempotency replay or 409.
-        middleware=[InFlightLimit(settings.max_in_flight), AuditMiddleware(), IdempotencyMiddleware()],
+        # The in-flight bound first, so a refused request costs nothing else. The seat-map
+        # bump next: it sees every commit of the request before the answer leaves. Audit
+        # then: it sees the final answer, including an idempotency replay or 409.
+        middleware=[
+            InFlightLimit(settings.max_in_flight),
+            SeatmapVersions(),
+            AuditMiddleware(),
+            IdempotencyMiddleware(),
+        ],
         plugins=[problem_details],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         # ``cache=True`` routes (an event's detail and availability) are at most a second old.

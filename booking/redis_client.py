@@ -13,6 +13,8 @@ all an outage can afford.
 
 from __future__ import annotations
 
+import time
+
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -42,3 +44,37 @@ def async_client(url: str, *, command_timeout: float = COMMAND_TIMEOUT_S) -> Asy
         socket_timeout=command_timeout,
         retry=AsyncRetry(NoBackoff(), RETRIES),
     )
+
+
+class Breaker:
+    """Whether to try Redis at all, per process. After a failure Redis is skipped for
+    ``cool_down`` seconds, then one caller tries it again (the others keep skipping until
+    that trial's verdict): during an outage a request pays Redis's timeout only once per
+    cool-down, not every time.
+
+    Callers report each use with ``succeeded`` or ``failed``. Not thread-safe: one per event
+    loop, where the check and the update cannot interleave.
+    """
+
+    def __init__(self, cool_down: float = 2.0) -> None:
+        self.cool_down = cool_down
+        self.open_until = 0.0
+
+    def allows(self) -> bool:
+        now = time.monotonic()
+        if now < self.open_until:
+            return False
+        if self.open_until:
+            # This caller is the trial; the rest skip until it reports.
+            self.open_until = now + self.cool_down
+        return True
+
+    @property
+    def is_open(self) -> bool:
+        return self.open_until != 0.0
+
+    def succeeded(self) -> None:
+        self.open_until = 0.0
+
+    def failed(self) -> None:
+        self.open_until = time.monotonic() + self.cool_down

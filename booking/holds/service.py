@@ -31,6 +31,7 @@ from booking.errors import (
 )
 from booking.holds.models import Hold, HoldItem, HoldState
 from booking.holds.policy import HoldPolicy
+from booking.inventory import changes
 from booking.inventory import service as inventory
 from booking.inventory.models import InventoryUnit, UnitState
 from booking.inventory.transitions import Move, guard
@@ -468,6 +469,7 @@ async def create_hold(
         raise InvalidRequest("These tickets are priced in different currencies; hold them separately.")
     if inside_claim is not None:
         await inside_claim(session)
+    changes.note(session, event_id)
     items = tuple(
         HoldItemView(unit_id, seat_id, tier_id, price, currency)
         for *_, unit_id, seat_id, tier_id, price, currency in rows
@@ -499,6 +501,7 @@ async def units_changed(
         await emit(
             session, Topic.UNITS_CHANGED, _units_payload(event_id, unit_ids, state), catalog_event_id=event_id
         )
+        changes.note(session, event_id)
 
 
 async def renew_hold(

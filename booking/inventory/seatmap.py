@@ -532,3 +532,80 @@ class SeatmapCache:
         if if_none_match and etag_matches(if_none_match, meta.etag):
             return Snapshot(meta.version, meta.etag, None, gzipped)
         return Snapshot(meta.version, meta.etag, body, gzipped)
+
+
+# --- without Redis -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Local:
+    built_at: float
+    fresh_until: float | None
+    etag: str
+    body: bytes
+    compressed: bytes
+
+
+class LocalSnapshots:
+    """Seat maps for when Redis cannot be reached: built from PostgreSQL and kept in this
+    process for ``MAX_AGE_SECONDS``, at most one rebuild per event at a time.
+
+    The map must stay visible through a Redis outage (fans choosing seats, staff watching
+    the sale); this keeps the database's share bounded to one rebuild per event per second
+    per API process however many fans ask. ETags carry version 0, so a client's tag from
+    the Redis snapshots never matches one of these (and the reverse), which only costs one
+    full answer when Redis comes back.
+    """
+
+    def __init__(self) -> None:
+        self._maps: dict[uuid.UUID, _Local] = {}
+        self._layouts: dict[uuid.UUID, tuple[float, Layout]] = {}
+        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+
+    def _current(self, event_id: uuid.UUID, now: float) -> _Local | None:
+        found = self._maps.get(event_id)
+        if found is None or now - found.built_at >= MAX_AGE_SECONDS:
+            return None
+        if found.fresh_until is not None and time.time() >= found.fresh_until:
+            return None
+        return found
+
+    async def get(
+        self,
+        session: AsyncSession,
+        event_id: uuid.UUID,
+        render: Render,
+        *,
+        gzipped: bool,
+        if_none_match: Collection[str] = (),
+    ) -> Snapshot:
+        """The seat map at most a second old, read from PostgreSQL.
+
+        Raises:
+            EventNotFound: no such event, or it is not published.
+        """
+        found = self._current(event_id, time.monotonic())
+        if found is None:
+            lock = self._locks.setdefault(event_id, asyncio.Lock())
+            async with lock:
+                found = self._current(event_id, time.monotonic())
+                if found is None:
+                    found = await self._rebuild(session, event_id, render)
+        if if_none_match and etag_matches(if_none_match, found.etag):
+            return Snapshot(0, found.etag, None, gzipped)
+        return Snapshot(0, found.etag, found.compressed if gzipped else found.body, gzipped)
+
+    async def _rebuild(self, session: AsyncSession, event_id: uuid.UUID, render: Render) -> _Local:
+        now = time.monotonic()
+        cached = self._layouts.get(event_id)
+        if cached is None or now - cached[0] >= LAYOUT_TTL_SECONDS:
+            cached = (now, await load_layout(session, event_id))
+            self._layouts[event_id] = cached
+        states = await load_states(session, event_id)
+        body, compressed, etag = await asyncio.to_thread(_encode, render, cached[1], states, 0)
+        fresh_until = None
+        if states.next_change is not None:
+            fresh_until = time.time() + (states.next_change - states.as_of).total_seconds()
+        built = _Local(time.monotonic(), fresh_until, etag, body, compressed)
+        self._maps[event_id] = built
+        return built

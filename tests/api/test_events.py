@@ -96,13 +96,22 @@ async def test_health_reports_both_servers(client: AsyncTestClient[Litestar]) ->
     assert response.json() == {"status": "ok", "database": "ok", "redis": "ok"}
 
 
-async def test_health_is_503_when_redis_is_gone(settings: Settings) -> None:
-    # Port 1 on loopback: nothing listens, the connection is refused at once.
+async def test_health_is_degraded_but_ready_when_redis_is_gone(settings: Settings) -> None:
+    # Port 1 on loopback: nothing listens, the connection is refused at once. The API still
+    # serves (reads from PostgreSQL), so a load balancer must keep it: 200, not 503.
     broken = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
     async with AsyncTestClient(app=create_app(broken)) as client:
         response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "degraded", "database": "ok", "redis": "unavailable"}
+
+
+async def test_health_is_503_when_postgresql_is_gone(settings: Settings) -> None:
+    broken = settings.model_copy(update={"database_url": "postgresql://postgres@127.0.0.1:1/none"})
+    async with AsyncTestClient(app=create_app(broken)) as client:
+        response = await client.get("/health")
     assert response.status_code == 503
-    assert response.json()["redis"] == "unavailable"
+    assert response.json()["database"] == "unavailable"
 
 
 async def test_openapi_schema_is_published(client: AsyncTestClient[Litestar]) -> None:

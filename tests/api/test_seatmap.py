@@ -23,7 +23,7 @@ from booking.holds.service import GASelection, Owner, SeatSelection
 from booking.inventory import seatmap
 from booking.settings import Settings, get_settings
 from jobs.outbox import relay_outbox, seatmap_version_key
-from tests.factories import SmallEvent, advance_clock, make_event, make_fan
+from tests.factories import SmallEvent, advance_clock, make_event, make_fan, make_signed_in_fan
 
 PROBLEM = "application/problem+json"
 
@@ -372,3 +372,67 @@ async def test_malformed_if_none_match_is_ignored(
     url = f"/events/{event_.event_id}/seatmap"
     for header in (",,,", "W/", '"unterminated', " "):
         assert (await client.get(url, headers={"If-None-Match": header})).status_code == 200
+
+
+async def test_a_hold_made_through_the_api_shows_on_the_map_without_any_relay(
+    client: AsyncTestClient[Litestar], session: AsyncSession, event_: SmallEvent
+) -> None:
+    # No worker runs here: the hold's own request moves the map's version before answering.
+    url = f"/events/{event_.event_id}/seatmap"
+    before = await client.get(url)
+    _, token = await make_signed_in_fan(session)
+    held = await client.post(
+        "/holds",
+        json={"event_id": str(event_.event_id), "seat_ids": event_.seat_ids[:1]},
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert held.status_code == 201, held.text
+    after = await client.get(url)
+    assert after.headers["etag"] != before.headers["etag"]
+    assert _seats(after.json())[event_.seat_ids[0]]["state"] == "unavailable"
+
+
+async def test_a_refused_hold_moves_no_version(
+    client: AsyncTestClient[Litestar], session: AsyncSession, event_: SmallEvent, redis_url: str
+) -> None:
+    _, token = await make_signed_in_fan(session)
+    refused = await client.post(
+        "/holds",
+        json={"event_id": str(event_.event_id), "seat_ids": [event_.seat_ids[0], 10**12]},
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert refused.status_code == 400, refused.text
+    with Redis.from_url(redis_url) as redis:
+        assert redis.get(seatmap_version_key(str(event_.event_id))) is None
+
+
+async def test_without_redis_the_map_comes_from_postgresql_and_says_so(
+    settings: Settings, session: AsyncSession, event_: SmallEvent
+) -> None:
+    # Port 1 on loopback: nothing listens, every Redis call is refused at once.
+    broken = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    async with AsyncTestClient(app=create_app(broken)) as client:
+        url = f"/events/{event_.event_id}/seatmap"
+        first = await client.get(url)
+        assert first.status_code == 200, first.text
+        assert first.headers["boxoffice-degraded"] == "redis-unavailable"
+        assert len(_seats(first.json())) == len(event_.seat_ids)
+        assert (await client.get(url, headers={"If-None-Match": first.headers["etag"]})).status_code == 304
+        _, token = await make_signed_in_fan(session)
+        # Holds go on (the sale is decided in PostgreSQL), and the map shows them within a
+        # second although no version can be bumped.
+        held = await client.post(
+            "/holds",
+            json={"event_id": str(event_.event_id), "seat_ids": event_.seat_ids[:1]},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex},
+        )
+        assert held.status_code == 201, held.text
+        for _ in range(30):
+            state = _seats((await client.get(url)).json())[event_.seat_ids[0]]["state"]
+            if state == "unavailable":
+                break
+            await asyncio.sleep(0.1)
+        assert state == "unavailable"
+        health = await client.get("/health")
+    assert health.status_code == 200
+    assert health.json() == {"status": "degraded", "database": "ok", "redis": "unavailable"}
