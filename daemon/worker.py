@@ -124,14 +124,16 @@ def run(
         while True:
             incarnation += 1
             redis = connect(redis_url)
-            worker = TickingWorker(
-                [queue(redis, q) for q in QUEUES],
-                connection=redis,
-                name=name if name is None or incarnation == 1 else f"{name}.{incarnation}",
-                worker_ttl=WORKER_TTL,
-                ticker=ticker,
-            )
+            worker: TickingWorker | None = None
             try:
+                # rq talks to Redis already while making a worker, not only in its loop.
+                worker = TickingWorker(
+                    [queue(redis, q) for q in QUEUES],
+                    connection=redis,
+                    name=name if name is None or incarnation == 1 else f"{name}.{incarnation}",
+                    worker_ttl=WORKER_TTL,
+                    ticker=ticker,
+                )
                 worked = bool(worker.work(burst=burst, logging_level=logging_level)) or worked
             except RedisError as error:
                 if burst:
@@ -139,7 +141,9 @@ def run(
                 log.warning("worker stopped by a Redis error: %s", error)
             # A stop signal while idle ends rq's loop without setting _stop_requested; its
             # handler always records when shutdown was asked for.
-            if burst or worker._stop_requested or worker._shutdown_requested_date is not None:
+            if burst or (
+                worker is not None and (worker._stop_requested or worker._shutdown_requested_date is not None)
+            ):
                 return worked
             _wait_for_redis(redis, stopping)
             if stopping.is_set():
