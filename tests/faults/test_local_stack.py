@@ -194,3 +194,64 @@ def test_a_signal_while_starting_still_stops_the_servers(tmp_path: Path) -> None
     finally:
         if up.process.poll() is None:
             up.process.kill()
+
+
+def _servers_on(folder: Path, name: str) -> list[psutil.Process]:
+    """Server processes working in ``folder`` (their data folder): for PostgreSQL, only the
+    postmaster, not its backends."""
+    found = []
+    for process in psutil.process_iter(["name"]):
+        try:
+            if name in process.name() and Path(process.cwd()) == folder.resolve():
+                parent = process.parent()
+                if parent is None or not (name in parent.name() and Path(parent.cwd()) == folder.resolve()):
+                    found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_dead_servers_are_restarted_and_a_killed_up_leaves_no_second_server(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = Up(data_dir)
+    second: Up | None = None
+    try:
+        first.wait_ready()
+        # Valkey dies under a running stack: started again at the same address, the API and
+        # worker reconnect by themselves.
+        valkey = int((data_dir / "valkey" / "valkey.pid").read_text().strip())
+        os.kill(valkey, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while "the embedded Valkey is running again" not in first.output:
+            assert time.monotonic() < deadline, first.output
+            time.sleep(0.2)
+        while first.get("/health")[1] != {"status": "ok", "database": "ok", "redis": "ok"}:
+            assert time.monotonic() < deadline, first.output
+            time.sleep(0.2)
+        assert len(_servers_on(data_dir / "valkey", "valkey")) == 1
+
+        # The supervisor killed outright: its children follow it, the servers (daemons) stay...
+        children = [c.pid for c in psutil.Process(first.process.pid).children(recursive=True)]
+        first.process.kill()
+        first.process.wait(timeout=10)
+        assert wait_gone(children, timeout=15) == []
+        assert len(_servers_on(data_dir / "valkey", "valkey")) == 1
+        assert len(_servers_on(data_dir / "postgres", "postgres")) == 1
+
+        # ...and the next `boxoffice up` finds them by their folders: one of each, not two.
+        second = Up(data_dir)
+        second.wait_ready()
+        assert len(_servers_on(data_dir / "valkey", "valkey")) == 1
+        assert len(_servers_on(data_dir / "postgres", "postgres")) == 1
+        assert second.get("/health")[0] == 200
+        left = second.stop(signal.SIGTERM)
+        assert left == [], f"left running: {left}"
+        assert _servers_on(data_dir / "valkey", "valkey") == []
+        assert _servers_on(data_dir / "postgres", "postgres") == []
+    finally:
+        for up in (first, second):
+            if up is not None and up.process.poll() is None:
+                up.process.kill()
+        for name in ("valkey", "postgres"):
+            for process in _servers_on(data_dir / name, name):
+                process.kill()
