@@ -172,7 +172,7 @@ def worker(
         bool, typer.Option("--verbose", "-v", help="Log every job, not only failures.")
     ] = False,
 ) -> None:
-    """Run the job worker (rq with its scheduler) on the holds, outbox and default queues."""
+    """Run the job worker on the holds, outbox and default queues (with the periodic ticker)."""
     from daemon.worker import run
 
     settings = settings_of(ctx)
