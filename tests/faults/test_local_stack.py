@@ -230,6 +230,23 @@ def test_dead_servers_are_restarted_and_a_killed_up_leaves_no_second_server(tmp_
             time.sleep(0.2)
         assert len(_servers_on(data_dir / "valkey", "valkey")) == 1
 
+        # So does PostgreSQL: the same folder and socket, the API's pool reconnects.
+        postmaster = int((data_dir / "postgres" / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(postmaster, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "the embedded PostgreSQL is running again" not in first.output:
+            assert time.monotonic() < deadline, first.output
+            time.sleep(0.2)
+        while True:
+            try:
+                if first.get("/health")[1] == {"status": "ok", "database": "ok", "redis": "ok"}:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, first.output
+            time.sleep(0.2)
+        assert first.get("/events?limit=1")[0] == 200
+
         # The supervisor killed outright: its children follow it, the servers (daemons) stay...
         children = [c.pid for c in psutil.Process(first.process.pid).children(recursive=True)]
         first.process.kill()
