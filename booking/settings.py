@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     stripe_secret_key: SecretStr | None = None
     stripe_publishable_key: str | None = None
     stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = Field(
+        default=None,
+        description="The Stripe API address, for a local Stripe stand-in such as stripe-mock. "
+        "Unset: Stripe's own.",
+    )
 
     ticket_signing_key: SecretStr | None = Field(
         default=None,

@@ -24,8 +24,8 @@ async def reconcile_payments(limit: int = 100) -> dict[str, int]:
     longer than a couple of minutes, and settle them; then cancel at the provider the failed
     payments their holds gave up on."""
     counts = {"confirmed": 0, "refund_required": 0, "failed": 0, "pending": 0, "errors": 0}
-    async with job_sessions() as sessions:
-        gateways = Gateways(get_settings(), sessions)
+    # A job runs on its own event loop: its provider connections are closed with it.
+    async with job_sessions() as sessions, Gateways(get_settings(), sessions) as gateways:
         async with sessions() as session:
             due = await payments.due_for_reconciliation(session, limit=limit)
         for item in due:
@@ -68,8 +68,8 @@ async def make_refunds(limit: int = 100) -> dict[str, int]:
     """Every minute, and at once when a refund is recorded: pay pending refunds back, then
     ask the provider about refunds it accepted but had not paid out yet."""
     counts = {"succeeded": 0, "submitted": 0, "failed": 0, "errors": 0}
-    async with job_sessions() as sessions:
-        gateways = Gateways(get_settings(), sessions)
+    # A job runs on its own event loop: its provider connections are closed with it.
+    async with job_sessions() as sessions, Gateways(get_settings(), sessions) as gateways:
         async with sessions() as session:
             due = await payments.pending_refunds(session, limit=limit)
             submitted = await payments.submitted_refunds(session, limit=limit)

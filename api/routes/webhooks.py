@@ -11,10 +11,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.idempotency import render_error
-from booking.errors import PaymentNotRecordedYet, PaymentProviderUnavailable
+from booking.errors import PaymentNotRecordedYet, PaymentProviderUnavailable, PaymentProviderUnreachable
 from booking.idempotency import StoredResponse, run_once
 from booking.payments import service as payments
-from booking.payments.gateway import GatewayPayment
+from booking.payments.gateway import GatewayError, GatewayPayment
 from booking.payments.models import Payment, PaymentProvider
 from booking.payments.registry import Gateways
 from booking.payments.webhooks import verify_stripe_event
@@ -40,7 +40,8 @@ REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed", 
     description=(
         "Verified against `BOXOFFICE_STRIPE_WEBHOOK_SECRET` on the raw body. Each event is handled "
         "once (by its id); the payment is fetched from Stripe again rather than trusted from the "
-        "body, so repeated, late and out-of-order deliveries are harmless."
+        "body, so repeated, late and out-of-order deliveries are harmless. While Stripe cannot be "
+        "asked, a delivery is refused with 503 and Retry-After, for Stripe to deliver it again."
     ),
     include_in_schema=True,
 )
@@ -58,16 +59,21 @@ async def stripe_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
 
     # Ask Stripe first, outside any transaction of ours: the body says what happened when it
     # was sent, Stripe says what is true now.
-    answer = (
-        await gateway.retrieve(event.payment_intent_id, hold_overdue=False)
-        if event.type in HANDLED and event.payment_intent_id
-        else None
-    )
-    refund = (
-        await gateway.retrieve_refund(event.refund_id)
-        if event.type in REFUND_EVENTS and event.refund_id
-        else None
-    )
+    try:
+        answer = (
+            await gateway.retrieve(event.payment_intent_id, hold_overdue=False)
+            if event.type in HANDLED and event.payment_intent_id
+            else None
+        )
+        refund = (
+            await gateway.retrieve_refund(event.refund_id)
+            if event.type in REFUND_EVENTS and event.refund_id
+            else None
+        )
+    except GatewayError as error:
+        # Stripe could not tell us now: the delivery is refused (503), so Stripe sends it
+        # again later, and reconciliation settles the payment meanwhile. Nothing was stored.
+        raise PaymentProviderUnreachable(f"Stripe could not be asked about the event: {error}") from error
 
     async def handle(session: AsyncSession) -> StoredResponse:
         outcome = "ignored"

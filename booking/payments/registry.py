@@ -22,7 +22,15 @@ class Gateways:
             self.by_provider[PaymentProvider.OFFLINE] = OfflineGateway(sessions)
         if settings.stripe_secret_key is not None:
             secret = settings.stripe_secret_key.get_secret_value()
-            self.by_provider[PaymentProvider.STRIPE] = StripeGateway(secret)
+            self.by_provider[PaymentProvider.STRIPE] = StripeGateway(
+                secret, api_base=settings.stripe_api_base
+            )
+
+    async def __aenter__(self) -> Gateways:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Close provider connections (they belong to the event loop that opened them)."""
