@@ -408,6 +408,23 @@ def _encode(render: Render, layout: Layout, states: SeatStates, version: int) ->
     return body, compressed, f'W/"{version}-{hashlib.blake2b(body, digest_size=8).hexdigest()}"'
 
 
+async def _build(
+    render: Render, layout: Layout, states: SeatStates, version: int
+) -> tuple[SnapshotMeta, bytes, bytes]:
+    """A snapshot of ``states`` at ``version``: its meta, the JSON body and the gzipped one."""
+    # Rendering and compressing a stadium takes tens of milliseconds; in a thread, the
+    # event loop keeps serving other requests meanwhile (zlib also releases the GIL).
+    body, compressed, etag = await asyncio.to_thread(_encode, render, layout, states, version)
+    fresh_until = None
+    if states.next_change is not None:
+        # A deadline in the database's time, turned into this machine's wall time by its
+        # distance from the snapshot's own database time, so clock skew between the
+        # servers does not matter.
+        fresh_until = time.time() + (states.next_change - states.as_of).total_seconds()
+    meta = SnapshotMeta(version=version, etag=etag, fresh_until=fresh_until, built_at=time.time())
+    return meta, body, compressed
+
+
 class SeatmapCache:
     """Versioned seat-map snapshots in Redis, rebuilt at most once at a time per event.
 
@@ -510,16 +527,7 @@ class SeatmapCache:
         # change committed, so the state read here includes every change up to it.
         layout = await self._layout(session, event_id)
         states = await load_states(session, event_id)
-        # Rendering and compressing a stadium takes tens of milliseconds; in a thread, the
-        # event loop keeps serving other requests meanwhile (zlib also releases the GIL).
-        body, compressed, etag = await asyncio.to_thread(_encode, render, layout, states, version)
-        fresh_until = None
-        if states.next_change is not None:
-            # A deadline in the database's time, turned into this machine's wall time by its
-            # distance from the snapshot's own database time, so clock skew between the
-            # servers does not matter.
-            fresh_until = time.time() + (states.next_change - states.as_of).total_seconds()
-        meta = SnapshotMeta(version=version, etag=etag, fresh_until=fresh_until, built_at=time.time())
+        meta, body, compressed = await _build(render, layout, states, version)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(_meta_key(event_id), msgspec.msgpack.encode(meta), ex=SNAPSHOT_TTL_SECONDS)
             pipe.set(_body_key(event_id, False), body, ex=SNAPSHOT_TTL_SECONDS)
@@ -537,18 +545,11 @@ class SeatmapCache:
 # --- without Redis -----------------------------------------------------------------------------
 
 
-@dataclass
-class _Local:
-    built_at: float
-    fresh_until: float | None
-    etag: str
-    body: bytes
-    compressed: bytes
-
-
 class LocalSnapshots:
     """Seat maps for when Redis cannot be reached: built from PostgreSQL and kept in this
-    process for ``MAX_AGE_SECONDS``, at most one rebuild per event at a time.
+    process as long as a Redis snapshot would be served (``SnapshotMeta.serves``: at most
+    ``MAX_AGE_SECONDS``, and not past a shown hold's deadline), at most one rebuild per event
+    at a time.
 
     The map must stay visible through a Redis outage (fans choosing seats, staff watching
     the sale); this keeps the database's share bounded to one rebuild per event per second
@@ -558,17 +559,13 @@ class LocalSnapshots:
     """
 
     def __init__(self) -> None:
-        self._maps: dict[uuid.UUID, _Local] = {}
+        self._maps: dict[uuid.UUID, tuple[SnapshotMeta, bytes, bytes]] = {}
         self._layouts: dict[uuid.UUID, tuple[float, Layout]] = {}
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
 
-    def _current(self, event_id: uuid.UUID, now: float) -> _Local | None:
+    def _current(self, event_id: uuid.UUID) -> tuple[SnapshotMeta, bytes, bytes] | None:
         found = self._maps.get(event_id)
-        if found is None or now - found.built_at >= MAX_AGE_SECONDS:
-            return None
-        if found.fresh_until is not None and time.time() >= found.fresh_until:
-            return None
-        return found
+        return found if found is not None and found[0].serves(0, time.time()) else None
 
     async def get(
         self,
@@ -584,28 +581,23 @@ class LocalSnapshots:
         Raises:
             EventNotFound: no such event, or it is not published.
         """
-        found = self._current(event_id, time.monotonic())
+        found = self._current(event_id)
         if found is None:
-            lock = self._locks.setdefault(event_id, asyncio.Lock())
-            async with lock:
-                found = self._current(event_id, time.monotonic())
+            async with self._locks.setdefault(event_id, asyncio.Lock()):
+                found = self._current(event_id)
                 if found is None:
                     found = await self._rebuild(session, event_id, render)
-        if if_none_match and etag_matches(if_none_match, found.etag):
-            return Snapshot(0, found.etag, None, gzipped)
-        return Snapshot(0, found.etag, found.compressed if gzipped else found.body, gzipped)
+        meta, body, compressed = found
+        return SeatmapCache._answer(meta, compressed if gzipped else body, gzipped, if_none_match)
 
-    async def _rebuild(self, session: AsyncSession, event_id: uuid.UUID, render: Render) -> _Local:
+    async def _rebuild(
+        self, session: AsyncSession, event_id: uuid.UUID, render: Render
+    ) -> tuple[SnapshotMeta, bytes, bytes]:
         now = time.monotonic()
         cached = self._layouts.get(event_id)
         if cached is None or now - cached[0] >= LAYOUT_TTL_SECONDS:
             cached = (now, await load_layout(session, event_id))
             self._layouts[event_id] = cached
-        states = await load_states(session, event_id)
-        body, compressed, etag = await asyncio.to_thread(_encode, render, cached[1], states, 0)
-        fresh_until = None
-        if states.next_change is not None:
-            fresh_until = time.time() + (states.next_change - states.as_of).total_seconds()
-        built = _Local(time.monotonic(), fresh_until, etag, body, compressed)
+        built = await _build(render, cached[1], await load_states(session, event_id), 0)
         self._maps[event_id] = built
         return built
