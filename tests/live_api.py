@@ -57,20 +57,43 @@ class LiveApi:
         self._server = self._thread = None
 
 
-@contextlib.asynccontextmanager
-async def stripe_api_client(settings: Settings, fake: FakeStripe) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    """The app configured for Stripe, its Stripe gateway talking to ``fake``, in a test
-    client (one process, no network)."""
-    configured = settings.model_copy(
+def with_stripe(settings: Settings, fake: FakeStripe) -> Settings:
+    """``settings`` with the fake's Stripe keys: the app then offers Stripe."""
+    return settings.model_copy(
         update={
             "stripe_secret_key": SecretStr(fake.api_key),
             "stripe_webhook_secret": SecretStr(fake.webhook_secret),
         }
     )
-    async with AsyncTestClient(app=create_app(configured)) as client:
-        gateways = client.app.state.gateways
-        await gateways.aclose()
-        gateways.by_provider[PaymentProvider.STRIPE] = StripeGateway(
-            fake.api_key, http_client=fake.http_client
-        )
+
+
+async def use_fake_stripe(app: Litestar, fake: FakeStripe) -> None:
+    """Point a started app's Stripe gateway at ``fake`` (in process, no network)."""
+    gateways = app.state.gateways
+    await gateways.aclose()
+    gateways.by_provider[PaymentProvider.STRIPE] = StripeGateway(fake.api_key, http_client=fake.http_client)
+
+
+@contextlib.asynccontextmanager
+async def stripe_api_client(settings: Settings, fake: FakeStripe) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """The app configured for Stripe, its Stripe gateway talking to ``fake``, in a test
+    client (one process, no network)."""
+    async with AsyncTestClient(app=create_app(with_stripe(settings, fake))) as client:
+        await use_fake_stripe(client.app, fake)
         yield client
+
+
+@contextlib.asynccontextmanager
+async def live_api_with_stripe(settings: Settings, fake: FakeStripe) -> AsyncIterator[LiveApi]:
+    """A real API on loopback (the in-process test client runs one request at a time), with
+    Stripe's servers replaced by ``fake``."""
+    live = LiveApi(with_stripe(settings, fake))
+    live.start()
+    assert live.app is not None
+    live.app.state.gateways.by_provider[PaymentProvider.STRIPE] = StripeGateway(
+        fake.api_key, http_client=fake.http_client
+    )
+    try:
+        yield live
+    finally:
+        live.stop()

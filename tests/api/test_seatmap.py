@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -374,18 +375,25 @@ async def test_malformed_if_none_match_is_ignored(
         assert (await client.get(url, headers={"If-None-Match": header})).status_code == 200
 
 
+async def _hold_over_http(
+    client: AsyncTestClient[Litestar], session: AsyncSession, event: SmallEvent, seats: list[int]
+) -> httpx.Response:
+    """A new fan's ``POST /holds`` for ``seats``: the response."""
+    _, token = await make_signed_in_fan(session)
+    return await client.post(
+        "/holds",
+        json={"event_id": str(event.event_id), "seat_ids": seats},
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex},
+    )
+
+
 async def test_a_hold_made_through_the_api_shows_on_the_map_without_any_relay(
     client: AsyncTestClient[Litestar], session: AsyncSession, event_: SmallEvent
 ) -> None:
     # No worker runs here: the hold's own request moves the map's version before answering.
     url = f"/events/{event_.event_id}/seatmap"
     before = await client.get(url)
-    _, token = await make_signed_in_fan(session)
-    held = await client.post(
-        "/holds",
-        json={"event_id": str(event_.event_id), "seat_ids": event_.seat_ids[:1]},
-        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex},
-    )
+    held = await _hold_over_http(client, session, event_, event_.seat_ids[:1])
     assert held.status_code == 201, held.text
     after = await client.get(url)
     assert after.headers["etag"] != before.headers["etag"]
@@ -395,12 +403,7 @@ async def test_a_hold_made_through_the_api_shows_on_the_map_without_any_relay(
 async def test_a_refused_hold_moves_no_version(
     client: AsyncTestClient[Litestar], session: AsyncSession, event_: SmallEvent, redis_url: str
 ) -> None:
-    _, token = await make_signed_in_fan(session)
-    refused = await client.post(
-        "/holds",
-        json={"event_id": str(event_.event_id), "seat_ids": [event_.seat_ids[0], 10**12]},
-        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex},
-    )
+    refused = await _hold_over_http(client, session, event_, [event_.seat_ids[0], 10**12])
     assert refused.status_code == 400, refused.text
     with Redis.from_url(redis_url) as redis:
         assert redis.get(seatmap_version_key(str(event_.event_id))) is None
@@ -418,14 +421,9 @@ async def test_without_redis_the_map_comes_from_postgresql_and_says_so(
         assert first.headers["boxoffice-degraded"] == "redis-unavailable"
         assert len(_seats(first.json())) == len(event_.seat_ids)
         assert (await client.get(url, headers={"If-None-Match": first.headers["etag"]})).status_code == 304
-        _, token = await make_signed_in_fan(session)
         # Holds go on (the sale is decided in PostgreSQL), and the map shows them within a
         # second although no version can be bumped.
-        held = await client.post(
-            "/holds",
-            json={"event_id": str(event_.event_id), "seat_ids": event_.seat_ids[:1]},
-            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex},
-        )
+        held = await _hold_over_http(client, session, event_, event_.seat_ids[:1])
         assert held.status_code == 201, held.text
         for _ in range(30):
             state = _seats((await client.get(url)).json())[event_.seat_ids[0]]["state"]

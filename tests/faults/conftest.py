@@ -3,6 +3,7 @@ PostgreSQL of its own (to restart), a worker daemon in its own process group (to
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -10,9 +11,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from booking import migrations
@@ -36,6 +39,21 @@ def kill_worker(worker: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
+
+
+async def wait_for_lock_waiter(watcher: psycopg.Connection[tuple[object, ...]], seconds: float) -> None:
+    """Until some session of ``watcher``'s database waits on a lock (the worker's sweeper on
+    a row the test locked). ``watcher`` must be in autocommit: activity statistics are a
+    snapshot per transaction."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        row = watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).fetchone()
+        if row and row[0] > 0:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail("the sweeper never reached the locked hold")
 
 
 @pytest.fixture

@@ -14,17 +14,14 @@ from collections.abc import AsyncIterator, Awaitable
 import httpx
 import psycopg
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from booking.payments.models import PaymentProvider
-from booking.payments.stripe_gateway import StripeGateway
 from booking.settings import Settings
 from tests.conftest import _conninfo
 from tests.factories import SmallEvent, make_event, make_signed_in_fan
 from tests.fakes.stripe import FakeStripe
-from tests.live_api import LiveApi
+from tests.live_api import LiveApi, live_api_with_stripe
 
 FANS = 40
 
@@ -38,27 +35,12 @@ def slow_stripe() -> FakeStripe:
 
 @contextlib.asynccontextmanager
 async def _served(settings: Settings, fake: FakeStripe) -> AsyncIterator[httpx.AsyncClient]:
-    """A real server on loopback (the in-process test client runs one request at a time),
-    with Stripe's servers replaced by the fake."""
-    with_stripe = settings.model_copy(
-        update={
-            "stripe_secret_key": SecretStr(fake.api_key),
-            "stripe_webhook_secret": SecretStr(fake.webhook_secret),
-        }
-    )
-    live = LiveApi(with_stripe)
-    live.start()
-    assert live.app is not None
-    live.app.state.gateways.by_provider[PaymentProvider.STRIPE] = StripeGateway(
-        fake.api_key, http_client=fake.http_client
-    )
-    try:
-        async with httpx.AsyncClient(
-            base_url=live.url, timeout=60, limits=httpx.Limits(max_connections=100)
-        ) as client:
-            yield client
-    finally:
-        live.stop()
+    """A client of a real API on loopback whose Stripe is ``fake``."""
+    async with (
+        live_api_with_stripe(settings, fake) as live,
+        httpx.AsyncClient(base_url=live.url, timeout=60, limits=httpx.Limits(max_connections=100)) as client,
+    ):
+        yield client
 
 
 async def _hold(client: httpx.AsyncClient, token: str, event: SmallEvent, seat: int) -> str:

@@ -146,23 +146,18 @@ async def _sale_through_outage(
     assert audit(settings.database_url, event.event_id, told_confirmed=burst.told_confirmed(fans)) == []
 
 
-async def test_valkey_stopped_for_ten_seconds_mid_sale(
+@pytest.mark.parametrize(
+    ("break_it", "outage"),
+    [pytest.param("stop", 10, id="stopped-10s"), pytest.param("kill", 60, id="killed-60s")],
+)
+async def test_valkey_away_mid_sale(
     settings: Settings,
     session: AsyncSession,
     own_valkey: EmbeddedValkey,
     worker_factory: list[subprocess.Popen[bytes]],
     tmp_path: Path,
+    break_it: str,
+    outage: float,
 ) -> None:
     with_valkey = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{own_valkey.port}/0"})
-    await _sale_through_outage(with_valkey, session, own_valkey, worker_factory, tmp_path, 10, "stop")
-
-
-async def test_valkey_killed_for_a_minute_mid_sale(
-    settings: Settings,
-    session: AsyncSession,
-    own_valkey: EmbeddedValkey,
-    worker_factory: list[subprocess.Popen[bytes]],
-    tmp_path: Path,
-) -> None:
-    with_valkey = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{own_valkey.port}/0"})
-    await _sale_through_outage(with_valkey, session, own_valkey, worker_factory, tmp_path, 60, "kill")
+    await _sale_through_outage(with_valkey, session, own_valkey, worker_factory, tmp_path, outage, break_it)

@@ -21,18 +21,15 @@ from dataclasses import dataclass
 import httpx
 import psycopg
 import pytest
-from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from booking.payments.models import PaymentProvider
-from booking.payments.stripe_gateway import StripeGateway
 from booking.payments.webhooks import DEFAULT_TOLERANCE_S
 from booking.settings import Settings
 from tests.conftest import _conninfo
 from tests.factories import SmallEvent, make_event, make_signed_in_fan
 from tests.fakes.stripe import CARD_DECLINED, CARD_SUCCESS, FakeStripe, FakeWebhook
 from tests.faults.audit import audit
-from tests.live_api import LiveApi
+from tests.live_api import live_api_with_stripe
 
 FANS = 20
 SEED = 20_240_611
@@ -47,27 +44,6 @@ DECLINED_THEN_PAYS = "declined, then pays"  # another card on the same page: the
 DECLINED = "declined"  # gives up and lets the seats go
 AWAY = "away"  # never comes back to the page
 PLANS = [PAYS] * 8 + [DECLINED_THEN_PAYS] * 6 + [DECLINED] * 3 + [AWAY] * 3
-
-
-@contextlib.asynccontextmanager
-async def _served(settings: Settings, fake: FakeStripe) -> AsyncIterator[LiveApi]:
-    """The real API on loopback, its Stripe gateway talking to ``fake``."""
-    with_stripe = settings.model_copy(
-        update={
-            "stripe_secret_key": SecretStr(fake.api_key),
-            "stripe_webhook_secret": SecretStr(fake.webhook_secret),
-        }
-    )
-    live = LiveApi(with_stripe)
-    live.start()
-    assert live.app is not None
-    live.app.state.gateways.by_provider[PaymentProvider.STRIPE] = StripeGateway(
-        fake.api_key, http_client=fake.http_client
-    )
-    try:
-        yield live
-    finally:
-        live.stop()
 
 
 def _problem_code(response: httpx.Response) -> str:
@@ -188,7 +164,7 @@ async def test_webhooks_twice_late_and_out_of_order_confirm_each_paid_hold_once(
         fans.append(StripeFan(token, seats, plan))
     fake = FakeStripe()
     async with (
-        _served(settings, fake) as live,
+        live_api_with_stripe(settings, fake) as live,
         httpx.AsyncClient(base_url=live.url, timeout=30, limits=httpx.Limits(max_connections=100)) as client,
     ):
         await asyncio.gather(*(_hold_and_check_out(client, fan, event) for fan in fans))
@@ -281,7 +257,7 @@ async def test_one_key_sent_by_fifty_clients_at_once_holds_once_and_one_checkout
     seats = event.seat_ids[:2]
     hold_body = {"event_id": str(event.event_id), "seat_ids": seats}
     key = uuid.uuid4().hex
-    async with _served(settings, FakeStripe()) as live, _connected(live.url, CLIENTS) as clients:
+    async with live_api_with_stripe(settings, FakeStripe()) as live, _connected(live.url, CLIENTS) as clients:
         held = await asyncio.gather(
             *(c.post("/holds", json=hold_body, headers={**auth, "Idempotency-Key": key}) for c in clients)
         )

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import psycopg
@@ -27,25 +23,10 @@ from booking.holds.service import Owner, SeatSelection
 from daemon.periodic import SWEEP_INTERVAL
 from tests.conftest import _conninfo
 from tests.factories import make_event, make_fan
+from tests.faults.conftest import kill_worker, start_worker, wait_for_lock_waiter
 
 pytestmark = pytest.mark.slow
 SLACK = 10  # worker start-up and job pick-up, on top of the sweeper interval
-
-
-def _start_worker(database_url: str, redis_url: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, BOXOFFICE_DATABASE_URL=database_url, BOXOFFICE_REDIS_URL=redis_url)
-    return subprocess.Popen(
-        [sys.executable, "-m", "console", "worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def _kill(worker: subprocess.Popen[bytes]) -> None:
-    os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait(timeout=10)
 
 
 async def _wait_all_tidied(session: AsyncSession, deadline: float) -> tuple[int, int]:
@@ -87,33 +68,23 @@ async def test_sigkill_mid_expiry_job_then_restart_tidies_everything(
     blocker = psycopg.connect(_conninfo(database_url))
     # Activity statistics are a snapshot per transaction: watch from outside the blocker's.
     watcher = psycopg.connect(_conninfo(database_url), autocommit=True)
-    worker = _start_worker(database_url, redis_url)
+    worker = start_worker(database_url, redis_url)
     try:
         blocker.execute("SELECT 1 FROM inventory_units WHERE hold_id = %s FOR UPDATE", (victim,))
         # Wait until the worker's sweeper is inside the victim's tidy-up, waiting on our lock.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            waiting = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            ).fetchone()
-            if waiting and waiting[0] > 0:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the sweeper never reached the locked hold")
-        _kill(worker)
+        await wait_for_lock_waiter(watcher, 60)
+        kill_worker(worker)
     finally:
         blocker.rollback()
         blocker.close()
         watcher.close()
     assert (await holds.get_hold(session, victim)).state == "active"  # the killed sweep did nothing
 
-    worker = _start_worker(database_url, redis_url)
+    worker = start_worker(database_url, redis_url)
     try:
         left = await _wait_all_tidied(session, time.monotonic() + SWEEP_INTERVAL + SLACK)
     finally:
-        _kill(worker)
+        kill_worker(worker)
     assert left == (0, 0)
 
 
@@ -121,16 +92,16 @@ async def test_with_redis_wiped_the_sweeper_alone_tidies_everything(
     session: AsyncSession, database_url: str, redis_url: str
 ) -> None:
     await _short_holds(session, 10)
-    worker = _start_worker(database_url, redis_url)
+    worker = start_worker(database_url, redis_url)
     try:
         await asyncio.sleep(2)  # the worker has relayed and ticked by now
     finally:
-        _kill(worker)
+        kill_worker(worker)
     Redis.from_url(redis_url).flushdb()  # every queued and scheduled job is gone
     await asyncio.sleep(1.5)  # past the 3 s deadline
-    worker = _start_worker(database_url, redis_url)
+    worker = start_worker(database_url, redis_url)
     try:
         left = await _wait_all_tidied(session, time.monotonic() + SWEEP_INTERVAL + SLACK)
     finally:
-        _kill(worker)
+        kill_worker(worker)
     assert left == (0, 0)

@@ -26,7 +26,7 @@ from tests.conftest import _conninfo
 from tests.factories import make_event, make_signed_in_fan
 from tests.faults.audit import audit
 from tests.faults.buyers import Burst, Fan
-from tests.faults.conftest import kill_worker, start_worker
+from tests.faults.conftest import kill_worker, start_worker, wait_for_lock_waiter
 from tests.faults.test_redis_outage import _wait_relayed
 from tests.faults.test_worker_kill import _short_holds
 from tests.live_api import LiveApi
@@ -57,17 +57,7 @@ async def test_a_sweep_frozen_past_the_deadlines_does_not_undo_what_fans_did_mea
     live.start()
     try:
         blocker.execute("SELECT 1 FROM inventory_units WHERE hold_id = %s FOR UPDATE", (victim.id,))
-        deadline = time.monotonic() + SWEEP_INTERVAL + 30
-        while time.monotonic() < deadline:
-            row = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            ).fetchone()
-            if row and row[0] > 0:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the sweeper never reached the locked hold")
+        await wait_for_lock_waiter(watcher, SWEEP_INTERVAL + 30)
         os.killpg(worker.pid, signal.SIGSTOP)
         # Our lock goes; the frozen sweeper's statement completes in PostgreSQL, but its
         # transaction stays open, holding the victim's units, until the worker runs again.
