@@ -193,6 +193,15 @@ class TicketRevoked(BookingError):
     status = 409
 
 
+class TicketLinkInvalid(BookingError):
+    # The key of an emailed ticket link does not belong to this order: mistyped, cut short
+    # by a mail client, or made up. Distinct from "not found" so the fan knows to use the
+    # link as sent, or to sign in.
+    code = "ticket-link-invalid"
+    title = "This ticket link is not valid"
+    status = 403
+
+
 class TicketTokenInvalid(BookingError):
     """A ticket code that does not prove a ticket; the subclasses say why."""
 

@@ -1,4 +1,5 @@
-"""The emails fans get: the confirmation with their tickets, and the notice of a refund.
+"""The emails fans get: the confirmation with the link to their tickets, and the notice of a
+refund.
 
 Messages are built here (pure data, no I/O) and sent by the daemon. Each message's
 ``Message-ID`` comes from the outbox fact that caused it, so a repeated relay produces the
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from email.message import EmailMessage
-from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
@@ -20,9 +20,8 @@ from booking.catalog.models import Event
 from booking.holds.models import Hold
 from booking.money import money
 from booking.orders.models import Order
-from booking.orders.service import get_order
-from booking.tickets import render
-from booking.tickets.service import ticket_view
+from booking.tickets.links import order_tickets_path
+from booking.tickets.service import order_tickets
 
 
 def _message(*, message_id: uuid.UUID, sender: str, to: str, subject: str, body: str) -> EmailMessage:
@@ -50,50 +49,43 @@ async def order_confirmation(
     message_id: uuid.UUID,
     sender: str,
     signing_key: Ed25519PrivateKey,
+    link_secret: bytes,
+    base_url: str,
 ) -> EmailMessage | None:
-    """The confirmation of an order with one PDF ticket per seat or place attached. None when
-    nobody can receive it (a walk-up sale without an email)."""
+    """The confirmation of an order: what was bought, for which event and when (in the
+    event's own time zone), the total, and the link that opens the tickets as a PDF with a
+    page and QR code each (see ``booking.tickets.links`` for why a link and not
+    attachments). Three reads, whatever the number of tickets. None when nobody can receive
+    it (a walk-up sale without an email) or the order has no valid ticket left."""
     order = await session.get(Order, order_id)
     if order is None:
         return None
     to = await _recipient(session, order.fan_id, order.buyer_email)
     if to is None:
         return None
-    view = await get_order(session, order_id, fan_id=None)
-    title, starts_at, timezone = (
-        await session.execute(
-            select(Event.title, Event.starts_at, Event.timezone).where(Event.id == order.event_id)
-        )
-    ).one()
+    valid = [
+        ticket
+        for ticket in await order_tickets(session, order_id, signing_key=signing_key)
+        if ticket.token is not None
+    ]
+    if not valid:
+        return None
+    first = valid[0]
     # Fans read the time where the event happens, as on the ticket itself.
-    local = starts_at.astimezone(ZoneInfo(timezone))
-    lines = []
-    pdfs: list[tuple[str, bytes]] = []
-    for line in view.lines:
-        if line.ticket_id is None:
-            continue
-        ticket = (
-            await ticket_view(session, line.ticket_id, order.fan_id, signing_key=signing_key)
-            if order.fan_id
-            else None
-        )
-        if ticket is None:
-            continue
-        lines.append(f"  - {ticket.seat} (ticket {ticket.ticket_id})")
-        if ticket.token is not None:
-            pdfs.append((f"ticket-{ticket.ticket_id}.pdf", render.render_ticket_pdf(ticket)))
+    local = first.local_starts_at
+    lines = [f"  - {ticket.seat} (ticket {ticket.ticket_id})" for ticket in valid]
+    link = base_url + order_tickets_path(link_secret, order_id)
     body = (
-        f"Your order {order_id} for {title} ({local:%A %d %B %Y, %H:%M} {local:%Z}, {timezone}) "
-        "is confirmed.\n\n"
-        f"Tickets:\n" + "\n".join(lines) + f"\n\nTotal paid: {money(view.total_minor, view.currency)}\n\n"
-        "Each ticket is attached as a PDF with its QR code; show it at the gate.\n"
+        f"Your order {order_id} for {first.event_title} "
+        f"({local:%A %d %B %Y, %H:%M} {local:%Z}, {first.timezone}) is confirmed.\n\n"
+        "Tickets:\n" + "\n".join(lines) + f"\n\nTotal paid: {money(order.total_minor, order.currency)}\n\n"
+        "Your tickets, a page each with the QR code to show at the gate, printed or on your phone:\n"
+        f"{link}\n\n"
+        "Anyone with this link can open the tickets: keep it to yourself. If the order is "
+        "cancelled or refunded, the link shows no ticket any more.\n"
     )
-    message = _message(
-        message_id=message_id, sender=sender, to=to, subject=f"Your tickets for {title}", body=body
-    )
-    for name, pdf in pdfs:
-        message.add_attachment(pdf, maintype="application", subtype="pdf", filename=name)
-    return message
+    subject = f"Your tickets for {first.event_title}"
+    return _message(message_id=message_id, sender=sender, to=to, subject=subject, body=body)
 
 
 async def refund_notice(

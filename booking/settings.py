@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
     mail_from: str = "Boxoffice <tickets@boxoffice.local>"
+    public_url: str | None = Field(
+        default=None,
+        description="Where fans reach the API, for the links in emails (https://tickets.example.org). "
+        "Unset: http://API_HOST:API_PORT.",
+    )
 
     offline_payments: bool = Field(
         default=True, description="Offer the offline test provider (test cards). Turn off in production."
@@ -117,6 +122,13 @@ class Settings(BaseSettings):
             raise ValueError("must be a PostgreSQL URL such as postgresql+psycopg://user@host/db")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// address")
+        return value.rstrip("/") if value is not None else None
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url_scheme(cls, value: str | None) -> str | None:
@@ -133,6 +145,11 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_redis(self) -> bool:
         return self.redis_url is None
+
+    @property
+    def public_base_url(self) -> str:
+        """The address fans use, without a trailing slash."""
+        return self.public_url or f"http://{self.api_host}:{self.api_port}"
 
 
 def describe_error(error: ValidationError) -> str:

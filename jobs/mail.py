@@ -14,11 +14,10 @@ import uuid
 from email.message import EmailMessage
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking import mail
-from booking.keys import load_signing_keys
+from booking.keys import SigningKeys, load_signing_keys
 from booking.settings import Settings, get_settings
 from jobs.db import job_session
 
@@ -53,14 +52,16 @@ async def deliver(message: EmailMessage, settings: Settings | None = None) -> st
 
 
 async def _confirmation(
-    session: AsyncSession, settings: Settings, signing_key: Ed25519PrivateKey, order_id: str, fact_id: str
+    session: AsyncSession, settings: Settings, keys: SigningKeys, order_id: str, fact_id: str
 ) -> EmailMessage | None:
     message = await mail.order_confirmation(
         session,
         order_id=uuid.UUID(order_id),
         message_id=uuid.UUID(fact_id),
         sender=settings.mail_from,
-        signing_key=signing_key,
+        signing_key=keys.ticket_key,
+        link_secret=keys.token_secret,
+        base_url=settings.public_base_url,
     )
     # Nothing is written: end the read so the connection is not left idle in a transaction
     # while the message goes out.
@@ -69,12 +70,12 @@ async def _confirmation(
 
 
 async def send_order_confirmation(order_id: str, fact_id: str) -> str | None:
-    """One ``order.confirmed`` fact: the fan's tickets, as PDFs, by email. (The relay batches
-    them through ``send_order_confirmations``; this one serves jobs already queued.)"""
+    """One ``order.confirmed`` fact: the link to the fan's tickets, by email. (The relay
+    batches them through ``send_order_confirmations``; this one serves jobs already queued.)"""
     settings = get_settings()
-    signing_key = load_signing_keys(settings).ticket_key
+    keys = load_signing_keys(settings)
     async with job_session() as session:
-        message = await _confirmation(session, settings, signing_key, order_id, fact_id)
+        message = await _confirmation(session, settings, keys, order_id, fact_id)
     return await deliver(message, settings) if message is not None else None
 
 
@@ -86,13 +87,13 @@ async def send_order_confirmations(items: list[tuple[str, str]]) -> int:
     already go again with the same Message-ID). Returns how many were sent."""
     settings = get_settings()
     # Read once per job, not once per order: the keys come from files or settings.
-    signing_key = load_signing_keys(settings).ticket_key
+    keys = load_signing_keys(settings)
     sent = 0
     failures: list[str] = []
     async with job_session() as session:
         for order_id, fact_id in items:
             try:
-                message = await _confirmation(session, settings, signing_key, order_id, fact_id)
+                message = await _confirmation(session, settings, keys, order_id, fact_id)
                 if message is not None:
                     await deliver(message, settings)
                     sent += 1

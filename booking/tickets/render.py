@@ -1,4 +1,5 @@
-"""Ticket renderings: the QR code of a token as SVG, and a one-page printable PDF ticket.
+"""Ticket renderings: the QR code of a token as SVG, a one-page printable PDF ticket, and an
+order's tickets as one PDF with a page each.
 
 Pure functions of their input: the same ticket renders to the same bytes, so a ticket can be
 re-sent or re-downloaded without a second, different code appearing.
@@ -6,8 +7,10 @@ re-sent or re-downloaded without a second, different code appearing.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import unicodedata
+from collections.abc import Sequence
 
 import segno
 from fpdf import FPDF
@@ -84,26 +87,21 @@ def _draw_qr(pdf: FPDF, token: str, x: float, y: float, size: float) -> None:
                 start = None
 
 
-def render_ticket_pdf(view: TicketView) -> bytes:
-    """A one-page A4 PDF ticket: event, performer, venue, local date and time, seat or tier,
-    the QR code, order and ticket ids.
-
-    Raises:
-        TicketRevoked: the ticket has no code to print (``view.token`` is None).
-    """
-    if view.token is None:
-        raise TicketRevoked()
-    local = view.local_starts_at
-    width = _PAGE_WIDTH - 2 * _MARGIN
-
+def _document(title: str, created: dt.datetime) -> FPDF:
     pdf = FPDF(orientation="P", unit="mm", format="A4")
     pdf.core_fonts_encoding = "cp1252"
     pdf.set_auto_page_break(False)
     pdf.set_margins(_MARGIN, _MARGIN, _MARGIN)
-    pdf.set_title(_pdf_text(f"Ticket: {view.event_title}"))
+    pdf.set_title(_pdf_text(title))
     pdf.set_creator("Boxoffice")
-    # A fixed date keeps the bytes a function of the ticket alone.
-    pdf.set_creation_date(view.issued_at)
+    # A fixed date keeps the bytes a function of the tickets alone.
+    pdf.set_creation_date(created)
+    return pdf
+
+
+def _page(pdf: FPDF, view: TicketView, token: str) -> None:
+    local = view.local_starts_at
+    width = _PAGE_WIDTH - 2 * _MARGIN
     pdf.add_page()
 
     def line(text: str, style: str, size: float, height: float) -> None:
@@ -122,7 +120,7 @@ def render_ticket_pdf(view: TicketView) -> bytes:
     line(view.seat, "B", 18, 9)
 
     qr_top = pdf.get_y() + 8
-    _draw_qr(pdf, view.token, (_PAGE_WIDTH - _QR_SIZE) / 2, qr_top, _QR_SIZE)
+    _draw_qr(pdf, token, (_PAGE_WIDTH - _QR_SIZE) / 2, qr_top, _QR_SIZE)
     pdf.set_y(qr_top + _QR_SIZE + 6)
 
     pdf.set_font("Courier", "", 9)
@@ -130,4 +128,35 @@ def render_ticket_pdf(view: TicketView) -> bytes:
         pdf.cell(width, 5, f"{label} {value}", align=Align.C, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(6)
     line("Show this code at the entrance, printed or on your phone. It admits one person.", "", 10, 5)
+
+
+def render_ticket_pdf(view: TicketView) -> bytes:
+    """A one-page A4 PDF ticket: event, performer, venue, local date and time, seat or tier,
+    the QR code, order and ticket ids.
+
+    Raises:
+        TicketRevoked: the ticket has no code to print (``view.token`` is None).
+    """
+    if view.token is None:
+        raise TicketRevoked()
+    pdf = _document(f"Ticket: {view.event_title}", view.issued_at)
+    _page(pdf, view, view.token)
+    return bytes(pdf.output())
+
+
+def render_tickets_pdf(views: Sequence[TicketView]) -> bytes:
+    """One A4 PDF with a page per valid ticket of ``views`` (an order's), each page as
+    ``render_ticket_pdf`` draws it; revoked tickets are left out, so a download after a
+    cancellation never shows a code that no longer admits anyone.
+
+    Raises:
+        TicketRevoked: none of the tickets has a code to print.
+    """
+    valid = [(view, view.token) for view in views if view.token is not None]
+    if not valid:
+        raise TicketRevoked()
+    first = valid[0][0]
+    pdf = _document(f"Tickets: {first.event_title}", max(view.issued_at for view, _ in valid))
+    for view, token in valid:
+        _page(pdf, view, token)
     return bytes(pdf.output())

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.catalog.models import Event, PriceTier, Seat, SeatRow, Section, Venue
@@ -76,13 +76,10 @@ def seat_label(*, section: str | None, row: str | None, number: str | None, tier
     return tier_name
 
 
-async def _load(
-    session: AsyncSession, ticket_id: uuid.UUID, signing_key: Ed25519PrivateKey, *reader: ColumnElement[bool]
-) -> TicketView:
-    """The ticket, if its order also meets every ``reader`` condition (who may see it); none
-    for the callers that act for the system (jobs, printing)."""
-    # One statement: a ticket page is read far more often than tickets are sold.
-    query = (
+def _ticket_rows(*where: ColumnElement[bool]) -> Select[Ticket, Order, Event, Venue, str, str, str, str]:
+    """Tickets with everything their view shows, in one statement: a ticket page is read far
+    more often than tickets are sold, and an order's tickets are read together."""
+    return (
         select(Ticket, Order, Event, Venue, Section.name, SeatRow.label, Seat.number, PriceTier.name)
         .join(Order, Order.id == Ticket.order_id)
         .join(Event, Event.id == Ticket.event_id)
@@ -93,12 +90,14 @@ async def _load(
         .outerjoin(Seat, Seat.id == InventoryUnit.seat_id)
         .outerjoin(SeatRow, SeatRow.id == Seat.row_id)
         .outerjoin(Section, Section.id == SeatRow.section_id)
-        .where(Ticket.id == ticket_id, *reader)
+        .where(*where)
         .execution_options(populate_existing=True)
     )
-    row = (await session.execute(query)).one_or_none()
-    if row is None:
-        raise TicketNotFound()
+
+
+def _view(
+    row: Row[Ticket, Order, Event, Venue, str, str, str, str], signing_key: Ed25519PrivateKey
+) -> TicketView:
     ticket, order, event, venue, section, seat_row, number, tier_name = row
     seat = seat_label(section=section, row=seat_row, number=number, tier_name=tier_name)
     token = None
@@ -126,6 +125,38 @@ async def _load(
         issued_at=ticket.issued_at,
         token=token,
     )
+
+
+async def _load(
+    session: AsyncSession, ticket_id: uuid.UUID, signing_key: Ed25519PrivateKey, *reader: ColumnElement[bool]
+) -> TicketView:
+    """The ticket, if its order also meets every ``reader`` condition (who may see it); none
+    for the callers that act for the system (jobs, printing)."""
+    row = (await session.execute(_ticket_rows(Ticket.id == ticket_id, *reader))).one_or_none()
+    if row is None:
+        raise TicketNotFound()
+    return _view(row, signing_key)
+
+
+async def order_tickets(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    *,
+    signing_key: Ed25519PrivateKey,
+    fan_id: uuid.UUID | None = None,
+) -> list[TicketView]:
+    """Every ticket of an order, valid or revoked, in the order they were issued (one
+    statement). With ``fan_id``, only if the order is that fan's; without, for the system
+    (the confirmation email, a download link checked by its key).
+
+    An order that does not exist, or is another fan's, has no tickets: the caller decides
+    whether that is "not found".
+    """
+    reader = [Ticket.order_id == order_id]
+    if fan_id is not None:
+        reader.append(Order.fan_id == fan_id)
+    rows = (await session.execute(_ticket_rows(*reader).order_by(Ticket.issued_at, Ticket.id))).all()
+    return [_view(row, signing_key) for row in rows]
 
 
 async def ticket_view(

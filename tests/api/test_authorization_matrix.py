@@ -47,6 +47,8 @@ MATRIX: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ),
     ("GET", "/orders/{order_id:uuid}"): (FAN, None),
     ("POST", "/orders/{order_id:uuid}/cancel"): (FAN, None),
+    # Without the emailed link's key (tests/api/test_ticket_links.py covers the key).
+    ("GET", "/orders/{order_id:uuid}/tickets.pdf"): (FAN, None),
     ("GET", "/tickets/{ticket_id:uuid}"): (FAN, None),
     ("GET", "/tickets/{ticket_id:uuid}/qr.svg"): (FAN, None),
     ("GET", "/tickets/{ticket_id:uuid}/ticket.pdf"): (FAN, None),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import email
+import re
 import uuid
 from collections.abc import AsyncIterator
 from email.message import Message
@@ -111,5 +112,13 @@ async def test_search_pick_seats_pay_and_get_the_tickets_by_email(
     await send_order_confirmation(order["id"], fact)
     (message,) = inbox.messages
     assert message["To"] == "journey@example.org"
-    attachments = [p for p in message.walk() if p.get_content_type() == "application/pdf"]
-    assert len(attachments) == 2
+    assert not [p for p in message.walk() if p.get_content_type() == "application/pdf"]
+    body = message.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    link = re.search(r"http://\S+/orders/(\S+)/tickets\.pdf\?key=(\S+)", body)
+    assert link is not None, body
+    assert link.group(1) == order["id"]
+    # The link is the credential: opened without signing in, one page per ticket.
+    pdf = await api.get(f"/orders/{link.group(1)}/tickets.pdf", params={"key": link.group(2)})
+    assert pdf.status_code == 200, pdf.text
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert len(re.findall(rb"/Type\s*/Page\b(?!s)", pdf.content)) == 2

@@ -19,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from booking.holds import service as holds
 from booking.holds.policy import HoldPolicy
 from booking.holds.service import Owner, SeatSelection
+from booking.keys import load_signing_keys
 from booking.orders.service import confirm_hold
 from booking.settings import get_settings
+from booking.tickets.links import order_link_key
 from jobs.mail import send_order_confirmation, send_refund_notice
 from jobs.outbox import relay_outbox
 from tests.conftest import free_port
@@ -80,18 +82,37 @@ async def _fact(session: AsyncSession, topic: str) -> str:
     return str(await session.scalar(text("SELECT event_id FROM outbox WHERE topic = :t"), {"t": topic}))
 
 
-async def test_the_confirmation_arrives_over_smtp_with_one_pdf_per_ticket(
-    session: AsyncSession, inbox: Inbox, data_dir: Path
+async def test_the_confirmation_arrives_over_smtp_with_the_seats_and_the_tickets_link(
+    session: AsyncSession, inbox: Inbox, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("BOXOFFICE_PUBLIC_URL", "https://tickets.example.org/")
+    get_settings.cache_clear()
     _, _, order_id = await _order(session)
     where = await send_order_confirmation(str(order_id), await _fact(session, "order.confirmed"))
     assert where == "smtp:127.0.0.1"
     (message,) = inbox.messages
     assert message["To"] == "ann@example.org"
     assert "Your tickets for" in message["Subject"]
-    pdfs = [part for part in message.walk() if part.get_content_type() == "application/pdf"]
-    assert len(pdfs) == 2
-    assert all(part.get_payload(decode=True).startswith(b"%PDF-") for part in pdfs)  # type: ignore[union-attr]
+    # No attachments: the PDF is drawn when the link is opened, from the tickets as they are.
+    assert not message.is_multipart()
+    body = message.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    key = order_link_key(load_signing_keys(get_settings()).token_secret, order_id)
+    assert f"https://tickets.example.org/orders/{order_id}/tickets.pdf?key={key}" in body
+    assert body.count("(ticket ") == 2
+    assert "Row A, Seat 1" in body
+    assert "Row A, Seat 2" in body
+
+
+async def test_a_confirmation_of_an_order_with_no_valid_ticket_is_not_sent(
+    session: AsyncSession, inbox: Inbox, data_dir: Path
+) -> None:
+    _, _, order_id = await _order(session, seats=1)
+    await session.execute(
+        text("UPDATE tickets SET state = 'revoked', revoked_at = now() WHERE order_id = :o"), {"o": order_id}
+    )
+    await session.commit()
+    assert await send_order_confirmation(str(order_id), await _fact(session, "order.confirmed")) is None
+    assert inbox.messages == []
 
 
 async def test_the_confirmation_gives_the_start_in_the_events_own_timezone(
