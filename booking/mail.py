@@ -9,10 +9,12 @@ same message and a mailbox (or the .eml folder) recognises the duplicate.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts.models import Fan
@@ -21,7 +23,7 @@ from booking.holds.models import Hold
 from booking.money import money
 from booking.orders.models import Order
 from booking.tickets.links import order_tickets_path
-from booking.tickets.service import order_tickets
+from booking.tickets.service import tickets_of_orders
 
 
 def _message(*, message_id: uuid.UUID, sender: str, to: str, subject: str, body: str) -> EmailMessage:
@@ -42,50 +44,67 @@ async def _recipient(session: AsyncSession, fan_id: uuid.UUID | None, fallback: 
     return fallback
 
 
-async def order_confirmation(
-    session: AsyncSession,
-    *,
-    order_id: uuid.UUID,
-    message_id: uuid.UUID,
-    sender: str,
-    signing_key: Ed25519PrivateKey,
-    link_secret: bytes,
-    base_url: str,
-) -> EmailMessage | None:
-    """The confirmation of an order: what was bought, for which event and when (in the
-    event's own time zone), the total, and the link that opens the tickets as a PDF with a
-    page and QR code each (see ``booking.tickets.links`` for why a link and not
-    attachments). Three reads, whatever the number of tickets. None when nobody can receive
-    it (a walk-up sale without an email) or the order has no valid ticket left."""
-    order = await session.get(Order, order_id)
-    if order is None:
-        return None
-    to = await _recipient(session, order.fan_id, order.buyer_email)
-    if to is None:
-        return None
-    valid = [
-        ticket
-        for ticket in await order_tickets(session, order_id, signing_key=signing_key)
-        if ticket.token is not None
-    ]
-    if not valid:
-        return None
-    first = valid[0]
-    # Fans read the time where the event happens, as on the ticket itself.
-    local = first.local_starts_at
-    lines = [f"  - {ticket.seat} (ticket {ticket.ticket_id})" for ticket in valid]
-    link = base_url + order_tickets_path(link_secret, order_id)
-    body = (
-        f"Your order {order_id} for {first.event_title} "
-        f"({local:%A %d %B %Y, %H:%M} {local:%Z}, {first.timezone}) is confirmed.\n\n"
-        "Tickets:\n" + "\n".join(lines) + f"\n\nTotal paid: {money(order.total_minor, order.currency)}\n\n"
-        "Your tickets, a page each with the QR code to show at the gate, printed or on your phone:\n"
-        f"{link}\n\n"
-        "Anyone with this link can open the tickets: keep it to yourself. If the order is "
-        "cancelled or refunded, the link shows no ticket any more.\n"
-    )
-    subject = f"Your tickets for {first.event_title}"
-    return _message(message_id=message_id, sender=sender, to=to, subject=subject, body=body)
+@dataclass(frozen=True)
+class LinkSigning:
+    """What a confirmation needs to draw its tickets' link: the keys and the public address."""
+
+    signing_key: Ed25519PrivateKey
+    link_secret: bytes
+    base_url: str
+
+
+async def order_confirmations(
+    session: AsyncSession, facts: Sequence[tuple[uuid.UUID, uuid.UUID]], *, sender: str, links: LinkSigning
+) -> dict[uuid.UUID, EmailMessage | None]:
+    """The confirmations of several orders, given as (order id, message id): two reads for
+    all of them, whatever their number of tickets. Each says what was bought, for which event
+    and when (in the event's own time zone), the total, and the link that opens the tickets
+    as a PDF with a page and QR code each (``booking.tickets.links`` says why a link and not
+    attachments). An order maps to None when nobody can receive it (a walk-up sale without an
+    email), when it has no valid ticket left, or when it does not exist."""
+    order_ids = [order_id for order_id, _ in facts]
+    recipients = {
+        row.id: row
+        for row in await session.execute(
+            select(
+                Order.id,
+                Order.total_minor,
+                Order.currency,
+                func.coalesce(Fan.email, Order.buyer_email).label("to"),
+            )
+            .outerjoin(Fan, Fan.id == Order.fan_id)
+            .where(Order.id.in_(order_ids))
+        )
+    }
+    tickets = await tickets_of_orders(session, order_ids, signing_key=links.signing_key)
+    messages: dict[uuid.UUID, EmailMessage | None] = {}
+    for order_id, message_id in facts:
+        order = recipients.get(order_id)
+        valid = [ticket for ticket in tickets.get(order_id, []) if ticket.token is not None]
+        if order is None or order.to is None or not valid:
+            messages[order_id] = None
+            continue
+        first = valid[0]
+        # Fans read the time where the event happens, as on the ticket itself.
+        local = first.local_starts_at
+        lines = [f"  - {ticket.seat} (ticket {ticket.ticket_id})" for ticket in valid]
+        link = links.base_url + order_tickets_path(links.link_secret, order_id)
+        body = (
+            f"Your order {order_id} for {first.event_title} "
+            f"({local:%A %d %B %Y, %H:%M} {local:%Z}, {first.timezone}) is confirmed.\n\n"
+            "Tickets:\n"
+            + "\n".join(lines)
+            + f"\n\nTotal paid: {money(order.total_minor, order.currency)}\n\n"
+            "Your tickets, a page each with the QR code to show at the gate, printed or on your phone:\n"
+            f"{link}\n\n"
+            "Anyone with this link can open the tickets: keep it to yourself. If the order is "
+            "cancelled or refunded, the link shows no ticket any more.\n"
+        )
+        subject = f"Your tickets for {first.event_title}"
+        messages[order_id] = _message(
+            message_id=message_id, sender=sender, to=str(order.to), subject=subject, body=body
+        )
+    return messages
 
 
 async def refund_notice(

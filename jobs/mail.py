@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking import mail
-from booking.keys import SigningKeys, load_signing_keys
+from booking.keys import load_signing_keys
 from booking.settings import Settings, get_settings
 from jobs.db import job_session
 
@@ -51,55 +51,50 @@ async def deliver(message: EmailMessage, settings: Settings | None = None) -> st
     return str(await asyncio.to_thread(_write_eml, settings.data_dir / "mail", message))
 
 
-async def _confirmation(
-    session: AsyncSession, settings: Settings, keys: SigningKeys, order_id: str, fact_id: str
-) -> EmailMessage | None:
-    message = await mail.order_confirmation(
+async def _confirmations(
+    session: AsyncSession, settings: Settings, items: list[tuple[str, str]]
+) -> dict[uuid.UUID, EmailMessage | None]:
+    keys = load_signing_keys(settings)
+    messages = await mail.order_confirmations(
         session,
-        order_id=uuid.UUID(order_id),
-        message_id=uuid.UUID(fact_id),
+        [(uuid.UUID(order_id), uuid.UUID(fact_id)) for order_id, fact_id in items],
         sender=settings.mail_from,
-        signing_key=keys.ticket_key,
-        link_secret=keys.token_secret,
-        base_url=settings.public_base_url,
+        links=mail.LinkSigning(keys.ticket_key, keys.token_secret, settings.public_base_url),
     )
     # Nothing is written: end the read so the connection is not left idle in a transaction
-    # while the message goes out.
+    # while the messages go out.
     await session.rollback()
-    return message
+    return messages
 
 
 async def send_order_confirmation(order_id: str, fact_id: str) -> str | None:
     """One ``order.confirmed`` fact: the link to the fan's tickets, by email. (The relay
     batches them through ``send_order_confirmations``; this one serves jobs already queued.)"""
     settings = get_settings()
-    keys = load_signing_keys(settings)
     async with job_session() as session:
-        message = await _confirmation(session, settings, keys, order_id, fact_id)
+        (message,) = (await _confirmations(session, settings, [(order_id, fact_id)])).values()
     return await deliver(message, settings) if message is not None else None
 
 
 async def send_order_confirmations(items: list[tuple[str, str]]) -> int:
-    """A batch of ``order.confirmed`` facts, as (order id, fact id): one job and one
-    database session for all of them, so a burst of orders costs the daemon one job's
-    overhead rather than one per order. Each message is built and sent on its own; a failure
-    of one does not stop the others, and the job fails at the end (RQ retries it; those sent
+    """A batch of ``order.confirmed`` facts, as (order id, fact id): one job, one database
+    connection and two reads for all of them, so a burst of orders costs the daemon one
+    job's overhead rather than one per order. Each message is sent on its own; a failure of
+    one does not stop the others, and the job fails at the end (RQ retries it; those sent
     already go again with the same Message-ID). Returns how many were sent."""
     settings = get_settings()
-    # Read once per job, not once per order: the keys come from files or settings.
-    keys = load_signing_keys(settings)
+    async with job_session() as session:
+        messages = await _confirmations(session, settings, items)
     sent = 0
     failures: list[str] = []
-    async with job_session() as session:
-        for order_id, fact_id in items:
-            try:
-                message = await _confirmation(session, settings, keys, order_id, fact_id)
-                if message is not None:
-                    await deliver(message, settings)
-                    sent += 1
-            except Exception as error:
-                await session.rollback()
-                failures.append(f"{order_id}: {type(error).__name__}: {error}")
+    for order_id, message in messages.items():
+        if message is None:
+            continue
+        try:
+            await deliver(message, settings)
+            sent += 1
+        except Exception as error:
+            failures.append(f"{order_id}: {type(error).__name__}: {error}")
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(items)} confirmations failed; first: {failures[0]}")
     return sent
