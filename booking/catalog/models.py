@@ -17,6 +17,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
@@ -206,3 +208,25 @@ class EventSearch(Base):
     document: Mapped[str] = mapped_column(TSVECTOR)
     names: Mapped[str] = mapped_column(Text)
     refreshed_at: Mapped[dt.datetime] = now_default()
+
+
+class SearchWord(Base):
+    """A word of some event's title, performer, venue name or city: what a misspelt keyword
+    word may be corrected to.
+
+    Invariant: holds every such word (four to 32 letters, no digits or punctuation) of every
+    search document, because it is written in the same statement as the documents (see
+    ``booking.catalog.search``). It may still hold words no document has any more, until the
+    next full refresh prunes them; such a word only adds a correction that matches nothing.
+
+    The GIN index is over ``search_word_keys(word)``, a function the migrations define: the
+    word with one letter deleted in every way (two, from eight letters), so words an edit or
+    two apart are found by their shared keys.
+    """
+
+    __tablename__ = "search_words"
+    __table_args__ = (
+        Index("ix_search_words_keys", func.search_word_keys(text("word")), postgresql_using="gin"),
+    )
+
+    word: Mapped[str] = mapped_column(Text, primary_key=True)

@@ -4,13 +4,24 @@ the search documents the keyword is matched against.
 The keyword is matched two ways, and an event is found by either:
 
 - full text: every word of the keyword, as a prefix (so "light" finds "Lights" and a fan
-  typing "metal" already sees "Metallica"), against the event's weighted document;
-- trigrams (pg_trgm): the keyword is similar to part of the title or performer, so a typo
-  ("metalica", "nachtwrek") still finds the name.
+  typing "metal" already sees "Metallica"), against the event's weighted document. A word
+  that nothing starts with is taken as a typo and also matches the catalog's name words
+  (titles, performers, venue names, cities) one edit from it, two for words of eight or
+  more letters: "hamlte" matches as "hamlte:* | hamlet";
+- trigrams (pg_trgm): the keyword is similar to part of the title or performer at the
+  server's ``word_similarity_threshold`` (0.6 by default), which also finds long names
+  with more typos than that ("philharmonnikk").
+
+Short words have too few trigrams to survive an edit (two neighbours swapped in "aurora"
+leave it three of its seven), which is why typos are corrected by edit distance against a
+dictionary (``search_words``) rather than by a lower similarity threshold: over the demo
+catalog, a threshold low enough to find two-edit typos by trigrams alone (0.4) starts
+matching random letter strings, while the dictionary finds them and matches none.
 
 The score adds the two: ``ts_rank`` with PostgreSQL's default weights (A 1.0, B 0.4, C 0.2)
 and the trigram word similarity (0..1, near 1 only for the names). A title or performer match
-therefore ranks above a venue or city match, which ranks above a description-only match.
+therefore ranks above a venue or city match, which ranks above a description-only match, and
+a corrected word ranks as the word it was corrected to.
 
 The ``simple`` text-search configuration is deliberate: the catalog mixes languages (English,
 German, Irish names), and a stemmer for one language mangles names in the others; prefix
@@ -20,14 +31,29 @@ matching covers plurals and type-ahead instead.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Float, Numeric, and_, cast, func, literal, or_, select, text
-from sqlalchemy.dialects.postgresql import REGCONFIG
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Numeric,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    column,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, TSQUERY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.catalog.models import Category, Event, EventSearch, EventStatus, PriceTier, Venue
@@ -38,7 +64,6 @@ from booking.outbox import emit
 # ``{"event_id": "<uuid>"}``. Consumers switch on this string, so it never changes.
 EVENT_CHANGED = "event.changed"
 
-TEXT_CONFIG = "simple"
 MAX_KEYWORD_LENGTH = 200
 # More words than this add nothing to a fan's search but cost the planner.
 MAX_KEYWORD_WORDS = 10
@@ -56,41 +81,69 @@ FIRST_YEAR, LAST_YEAR = 1900, 2999
 
 _WORD = re.compile(r"[^\W_]+")
 
-_DOCUMENT_SQL = """
-    INSERT INTO event_search (event_id, document, names, refreshed_at)
-    SELECT e.id,
-           setweight(to_tsvector('simple'::regconfig, e.title || ' ' || e.performer), 'A')
-           || setweight(to_tsvector('simple'::regconfig, v.name || ' ' || e.city), 'B')
-           || setweight(to_tsvector('simple'::regconfig, e.description), 'C'),
-           lower(e.title || ' ' || e.performer),
-           now()
-    FROM events e JOIN venues v ON v.id = e.venue_id
-    {where}
-    ON CONFLICT (event_id) DO UPDATE
-    SET document = excluded.document, names = excluded.names, refreshed_at = excluded.refreshed_at
+# One statement writes the documents and adds their name words to the dictionary, so a
+# document is never searchable without its words being correctable. The words are the
+# lexemes of weights A and B (title, performer, venue name, city) of 4 to 32 letters with no
+# digit or punctuation: shorter words are never corrected, and numbers and compounds
+# ("patel-okafor", whose parts are words of their own) are nobody's typo. They are inserted in
+# order so that two refreshes adding the same new words wait for each other, never deadlock.
+_REFRESH_SQL = """
+    WITH written AS (
+        INSERT INTO event_search (event_id, document, names, refreshed_at)
+        SELECT e.id,
+               setweight(to_tsvector('simple'::regconfig, e.title || ' ' || e.performer), 'A')
+               || setweight(to_tsvector('simple'::regconfig, v.name || ' ' || e.city), 'B')
+               || setweight(to_tsvector('simple'::regconfig, e.description), 'C'),
+               lower(e.title || ' ' || e.performer),
+               now()
+        FROM events e JOIN venues v ON v.id = e.venue_id
+        {where}
+        ON CONFLICT (event_id) DO UPDATE
+        SET document = excluded.document, names = excluded.names, refreshed_at = excluded.refreshed_at
+        RETURNING document
+    ),
+    words AS (
+        SELECT DISTINCT word
+        FROM written, unnest(tsvector_to_array(ts_filter(document, ARRAY['a', 'b']::"char"[]))) AS word
+        WHERE length(word) BETWEEN 4 AND 32 AND word !~ '[[:digit:][:punct:]]'
+    ),
+    added AS (
+        INSERT INTO search_words (word) SELECT word FROM words ORDER BY word ON CONFLICT (word) DO NOTHING
+    ){prune}
+    SELECT count(*) FROM written
 """
+
+# Only a refresh of every document knows which words no document has any more.
+_PRUNE_SQL = """,
+    pruned AS (
+        DELETE FROM search_words WHERE word NOT IN (SELECT word FROM words)
+    )"""
 
 
 async def refresh_search_documents(session: AsyncSession, event_ids: Collection[uuid.UUID]) -> int:
     """Rewrite the search documents of ``event_ids`` from the events and venues as they are
-    now, in the caller's transaction (the caller commits). Returns how many were written.
+    now, and add their name words to the dictionary typos are corrected against, in the
+    caller's transaction (the caller commits). Returns how many documents were written.
 
     Idempotent, and safe to run late or twice: it always writes the current state, so
     refreshes delivered out of order still end at the truth. Ids of events that no longer
-    exist are skipped (their documents went with them, by cascade).
+    exist are skipped (their documents went with them, by cascade). Words the old documents
+    had are left in the dictionary (another event may still use them) until the next full
+    refresh.
     """
     if not event_ids:
         return 0
     result = await session.execute(
-        text(_DOCUMENT_SQL.format(where="WHERE e.id = ANY(:ids)")), {"ids": list(event_ids)}
+        text(_REFRESH_SQL.format(where="WHERE e.id = ANY(:ids)", prune="")), {"ids": list(event_ids)}
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return int(result.scalar_one())
 
 
 async def refresh_all_search_documents(session: AsyncSession) -> int:
-    """Rewrite every event's search document (after a bulk load); the caller commits."""
-    result = await session.execute(text(_DOCUMENT_SQL.format(where="")))
-    return int(getattr(result, "rowcount", 0) or 0)
+    """Rewrite every event's search document (after a bulk load) and make the dictionary
+    exactly their name words; the caller commits. Returns how many documents were written."""
+    result = await session.execute(text(_REFRESH_SQL.format(where="", prune=_PRUNE_SQL)))
+    return int(result.scalar_one())
 
 
 async def emit_event_changed(session: AsyncSession, event_id: uuid.UUID) -> None:
@@ -102,10 +155,11 @@ async def emit_event_changed(session: AsyncSession, event_id: uuid.UUID) -> None
 
 @dataclass(frozen=True)
 class Keyword:
-    """A fan's keyword, cleaned: ``text`` for trigram similarity, ``tsquery`` for full text."""
+    """A fan's keyword, cleaned: ``text`` for trigram similarity, ``words`` for full text
+    (each a prefix, or a catalog word it is a typo of)."""
 
     text: str
-    tsquery: str
+    words: tuple[str, ...]
 
     @classmethod
     def parse(cls, raw: str | None) -> Keyword | None:
@@ -122,25 +176,87 @@ class Keyword:
         if not words:
             raise InvalidRequest("q needs at least one letter or digit to search for.")
         # Only letters and digits reach to_tsquery, so no input can break its syntax.
-        return cls(text=" ".join(words), tsquery=" & ".join(f"{word}:*" for word in words))
+        return cls(text=" ".join(words), words=tuple(words))
 
     def matches(self) -> ColumnElement[bool]:
         """Full-text or trigram match; both operators are served by GIN indexes."""
         return or_(
-            EventSearch.document.bool_op("@@")(self._query()),
+            EventSearch.document.bool_op("@@")(self._query),
             literal(self.text).bool_op("<%")(EventSearch.names),
         )
 
     def score(self) -> ColumnElement[float]:
         """Relevance, rounded to six places so it survives a round trip through a cursor
         exactly; ties are broken by start time and id, never by float noise."""
-        raw = func.ts_rank(EventSearch.document, self._query()) + func.word_similarity(
+        raw = func.ts_rank(EventSearch.document, self._query) + func.word_similarity(
             literal(self.text), EventSearch.names
         )
         return cast(func.round(cast(raw, Numeric), 6), Float)
 
+    @functools.cached_property
     def _query(self) -> ColumnElement[object]:
-        return func.to_tsquery(cast(literal(TEXT_CONFIG), REGCONFIG), literal(self.tsquery))
+        """Every word as a prefix, or as one of the catalog words it is a typo of: one
+        subquery for all the words, built once per keyword so that the match and the score
+        render the same SQL."""
+        return _TSQUERY.bindparams(words=list(self.words)).scalar_subquery()
+
+
+# The full-text query for a keyword's words, in one subquery: each word becomes
+# "(word:* | 'correction' | ...)" and the words are AND-ed, then to_tsquery parses the
+# whole; a word without corrections is "(word:*)", which parses as "word:*" does.
+#
+# A word gets corrections only when nothing in any document starts with it, so a word the
+# catalog knows (or one still being typed) is never "corrected" into other events' words, and
+# a keyword without typos gives exactly the query it always gave. A correction is a
+# dictionary word (``search_words``) of 4 to 7 letters one edit away (a letter added,
+# dropped, replaced, or two neighbours swapped), or of 8 or more letters two edits away;
+# keyword words of fewer than 3 letters (a 4-letter word with one letter dropped is the
+# shortest typo) or more than 32 (the longest dictionary word; longer ones get no deletion
+# keys) are never corrected. The deletion keys of ``search_word_keys`` (migration 0011) are
+# built for exactly these distances: change them together.
+#
+# Candidates share a deletion key with the word (a GIN index lookup, not a scan of the
+# dictionary); fuzzystrmatch then confirms the distance. Levenshtein counts an adjacent swap
+# as two edits, so a candidate one edit closer to the word with some neighbouring pair
+# swapped also counts, as the optimal string alignment distance would. The swap positions
+# run to a constant so that the planner knows the series is short. Dictionary words have
+# no punctuation, and are quoted besides, so they cannot break the tsquery syntax.
+_TSQUERY_SQL = """
+    SELECT to_tsquery('simple'::regconfig, string_agg(term, ' & ' ORDER BY position))
+    FROM (
+        SELECT typed.position, '(' || typed.word || ':*' || coalesce(' | ' || (
+            SELECT string_agg(quote_literal(candidate.word), ' | ')
+            FROM search_words AS candidate,
+                 LATERAL (SELECT CASE WHEN length(candidate.word) >= 8 THEN 2 ELSE 1 END) AS allowed (edits)
+            WHERE length(typed.word) BETWEEN 3 AND 32
+              AND search_word_keys(candidate.word) && search_word_keys(typed.word)
+              AND (
+                  levenshtein_less_equal(typed.word, candidate.word, allowed.edits) <= allowed.edits
+                  OR EXISTS (
+                      SELECT FROM generate_series(1, 32) AS i
+                      WHERE i < length(typed.word)
+                        AND levenshtein_less_equal(
+                                overlay(
+                                    typed.word
+                                    PLACING substr(typed.word, i + 1, 1) || substr(typed.word, i, 1)
+                                    FROM i FOR 2
+                                ),
+                                candidate.word,
+                                allowed.edits - 1
+                            ) <= allowed.edits - 1
+                  )
+              )
+              AND NOT EXISTS (
+                  SELECT FROM event_search AS known
+                  WHERE known.document @@ to_tsquery('simple'::regconfig, typed.word || ':*')
+              )
+        ), '') || ')' AS term
+        FROM unnest(CAST(:words AS text[])) WITH ORDINALITY AS typed (word, position)
+    ) AS terms
+    """
+_TSQUERY = (
+    text(_TSQUERY_SQL).bindparams(bindparam("words", type_=ARRAY(Text))).columns(column("query", TSQUERY))
+)
 
 
 @dataclass(frozen=True)
