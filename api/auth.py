@@ -15,6 +15,7 @@ from api.idempotency import owned_session
 from api.principals import bearer_of, fan_principal
 from booking.accounts import fans
 from booking.errors import NotAuthenticated
+from booking.logs import bind
 
 BEARER = "fanToken"
 SECURITY: list[dict[str, list[str]]] = [{BEARER: []}]
@@ -54,4 +55,6 @@ async def provide_fan(request: Request[Any, Any, Any]) -> fans.Principal:
     if token is None:
         raise NotAuthenticated("Send Authorization: Bearer <token>, from POST /sessions.")
     # Under an Idempotency-Key the request already has its session (and connection).
-    return await fan_principal(request.app.state, token, owned_session(request.scope))
+    principal = await fan_principal(request.app.state, token, owned_session(request.scope))
+    bind(fan_id=principal.fan_id)
+    return principal

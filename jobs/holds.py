@@ -6,14 +6,20 @@ from __future__ import annotations
 import uuid
 
 from booking.holds import service as holds
+from booking.logs import bind, get_logger
 from jobs.db import job_session
+
+log = get_logger("boxoffice.jobs.holds")
 
 
 async def expire_hold(hold_id: str) -> bool:
     """Scheduled at a hold's deadline. Returns whether it changed anything."""
+    bind(hold_id=hold_id)
     async with job_session() as session:
         changed = await holds.expire_hold(session, uuid.UUID(hold_id))
         await session.commit()
+    if changed:
+        log.info("hold expired")
     return changed
 
 
@@ -26,4 +32,7 @@ async def sweep_expired_holds(limit: int = 500) -> int:
             await session.commit()
             total += done
             if done < limit:
+                # Only when there was something to do: the sweeper runs every 15 s.
+                if total:
+                    log.info("holds expired by the sweeper", count=total)
                 return total

@@ -6,17 +6,22 @@ lock, and every provider call carries the idempotency key of what it is for.
 
 from __future__ import annotations
 
-import logging
-
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from booking.logs import get_logger
 from booking.payments import service as payments
 from booking.payments.gateway import GatewayError
 from booking.payments.registry import Gateways
 from booking.settings import get_settings
 from jobs.db import job_sessions
 
-log = logging.getLogger("boxoffice.jobs.payments")
+log = get_logger("boxoffice.jobs.payments")
+# The lines the checkout route writes for the same outcomes (a pending one stays quiet).
+_SETTLED_EVENTS = {
+    payments.Result.CONFIRMED: "order confirmed",
+    payments.Result.FAILED: "payment failed",
+    payments.Result.REFUND_REQUIRED: "paid after the hold's seats were gone: refunding",
+}
 
 
 async def reconcile_payments(limit: int = 100) -> dict[str, int]:
@@ -33,17 +38,32 @@ async def reconcile_payments(limit: int = 100) -> dict[str, int]:
                 settled = await payments.reconcile(sessions, gateways.get(item.provider), item)
             except GatewayError as error:
                 # The provider is away: the payment stays pending and is asked about next round.
-                log.warning("reconciling payment %s: %s", item.payment_id, error)
+                log.warning(
+                    "payment provider unavailable while reconciling",
+                    payment_id=item.payment_id,
+                    hold_id=item.hold_id,
+                    error=str(error),
+                )
                 counts["errors"] += 1
                 await payments.postpone(sessions, payment_id=item.payment_id)
                 continue
             except Exception:
                 # Whatever this one payment's trouble, the others must still be settled.
-                log.exception("reconciling payment %s", item.payment_id)
+                log.exception(
+                    "reconciling a payment failed", payment_id=item.payment_id, hold_id=item.hold_id
+                )
                 counts["errors"] += 1
                 await payments.postpone(sessions, payment_id=item.payment_id)
                 continue
             counts[settled.result.value] += 1
+            if (event := _SETTLED_EVENTS.get(settled.result)) is not None:
+                log.info(
+                    event,
+                    via="reconciliation",
+                    payment_id=settled.payment_id,
+                    hold_id=settled.hold_id,
+                    order_id=settled.order_id,
+                )
         counts["closed"] = await _close_failed(sessions, gateways, limit)
     return counts
 
@@ -58,7 +78,7 @@ async def _close_failed(sessions: async_sessionmaker[AsyncSession], gateways: Ga
         try:
             await payments.close_failed(sessions, gateways.get(item.provider), item)
         except Exception:
-            log.exception("closing failed payment %s at its provider", item.payment_id)
+            log.exception("closing a failed payment at its provider failed", payment_id=item.payment_id)
             continue
         closed += 1
     return closed
@@ -79,7 +99,7 @@ async def make_refunds(limit: int = 100) -> dict[str, int]:
             except Exception as error:
                 # make_refund counted a provider error against the refund (failed after a
                 # few, for on-call); anything else sends it to the back of the queue.
-                log.warning("refund %s: %s", item.refund_id, error)
+                log.warning("refund not paid back yet", refund_id=item.refund_id, error=str(error))
                 counts["errors"] += 1
                 await payments.postpone(sessions, refund_id=item.refund_id)
                 continue
@@ -88,7 +108,7 @@ async def make_refunds(limit: int = 100) -> dict[str, int]:
             try:
                 state = await payments.check_refund(sessions, gateways.get(waiting.provider), waiting)
             except Exception as error:
-                log.warning("checking refund %s: %s", waiting.refund_id, error)
+                log.warning("refund could not be checked", refund_id=waiting.refund_id, error=str(error))
                 counts["errors"] += 1
                 await payments.postpone(sessions, refund_id=waiting.refund_id)
                 continue

@@ -38,6 +38,8 @@ class LiveApi:
                 host="127.0.0.1",
                 port=self.port,
                 log_level="warning",
+                # The process's logging is ours (booking.logs); uvicorn must not replace it.
+                log_config=None,
                 lifespan="on",
             )
         )

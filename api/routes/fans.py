@@ -15,6 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth import SECURITY
 from api.schemas import Text
 from booking.accounts import fans
+from booking.logs import bind, get_logger
+
+log = get_logger("boxoffice.api.fans")
 
 
 class Registration(msgspec.Struct, frozen=True):
@@ -60,6 +63,8 @@ class FanController(Controller):
         view = await fans.register(
             db_session, email=data.email, password=data.password, display_name=data.display_name
         )
+        bind(fan_id=view.id)
+        log.info("fan registered")
         return _fan_out(view)
 
     @post(
@@ -76,6 +81,8 @@ class FanController(Controller):
         self, db_session: NamedDependency[AsyncSession], data: JSONBody[Credentials]
     ) -> SessionOut:
         issued = await fans.sign_in(db_session, email=data.email, password=data.password)
+        bind(fan_id=issued.fan_id)
+        log.info("fan signed in")
         return SessionOut(
             token=issued.token,
             token_type="Bearer",  # noqa: S106 (the scheme name, not a secret)

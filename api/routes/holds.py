@@ -18,6 +18,9 @@ from booking.errors import InvalidRequest
 from booking.holds import service as holds
 from booking.holds.policy import HoldPolicy
 from booking.holds.service import GASelection, Owner, SeatSelection, Selection
+from booking.logs import bind, get_logger
+
+log = get_logger("boxoffice.api.holds")
 
 
 class Money(msgspec.Struct, frozen=True):
@@ -122,6 +125,8 @@ class HoldController(Controller):
             selection=_selection(data),
             policy=policy_of(request),
         )
+        bind(hold_id=view.id)
+        log.info("hold created", event_id=view.event_id, quantity=view.quantity)
         return hold_out(view)
 
     @get("/{hold_id:uuid}", summary="A hold of yours")
@@ -164,4 +169,7 @@ class HoldController(Controller):
         fan: NamedDependency[Principal],
         hold_id: FromPath[uuid.UUID],
     ) -> HoldOut:
-        return hold_out(await holds.release_hold(db_session, hold_id=hold_id, owner=Owner(fan_id=fan.fan_id)))
+        bind(hold_id=hold_id)
+        view = await holds.release_hold(db_session, hold_id=hold_id, owner=Owner(fan_id=fan.fan_id))
+        log.info("hold released", event_id=view.event_id, quantity=view.quantity)
+        return hold_out(view)

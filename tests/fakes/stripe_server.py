@@ -94,6 +94,8 @@ class StripeServer:
                 host="127.0.0.1",
                 port=self.port,
                 log_level="warning",
+                # The process's logging is ours (booking.logs); uvicorn must not replace it.
+                log_config=None,
                 lifespan="off",
                 interface="asgi3",
                 # A request left unanswered must not keep a stopping test waiting.
