@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.principals import bearer_of, fan_principal
 from api.problems import problem_type, retry_after
+from booking import metrics
 from booking.accounts import fans
 from booking.errors import BookingError, NotAuthenticated
 from booking.idempotency import IDEMPOTENT_SESSION, StoredResponse, run_once
@@ -130,6 +131,8 @@ class IdempotencyMiddleware(ASGIMiddleware):
         except BookingError as error:
             await _send(send, render_error(error), replayed=False)
             return
+        if outcome.replayed:
+            metrics.IDEMPOTENCY_REPLAYS.inc()
         await _send(send, outcome.response, replayed=outcome.replayed)
 
 

@@ -20,9 +20,10 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.problems import OVERLOADED, problem_type
 
-# Probes must still see a loaded process: a load balancer asks /health to decide where
-# traffic goes, and a process busy at its bound is healthy.
-EXEMPT = frozenset({"/health"})
+# Probes must still see a loaded process: a load balancer asks /ready to decide where
+# traffic goes and an orchestrator asks /health whether to restart it, and a process busy at
+# its bound is both alive and ready. The metrics scrape too: overload is when it matters.
+EXEMPT = frozenset({"/health", "/ready", "/metrics"})
 # Retry-After grows with the refusals of the last second, in units of the bound: a few
 # refusals say "in a second", a stampede of ten times the bound says "in ten". Clients that
 # all come back after one second would otherwise keep the process busy saying no.

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from booking import metrics
 from booking.catalog.models import Event, EventStatus, PriceTier
 from booking.errors import (
     EventNotFound,
@@ -454,6 +455,7 @@ async def create_hold(
         await _open_sale(session, event_id, selection)
         raise SaleNotOpen()  # it opened or closed between the two looks
     if capped and already + quantity > policy.tickets_per_fan:
+        metrics.OVERSELL_REJECTIONS.labels("ticket_cap", "hold").inc()
         raise TicketCapReached(policy.tickets_per_fan, int(already))
     claimed = [
         inventory.ClaimedUnit(unit_id, seat_id, tier_id)
@@ -470,6 +472,7 @@ async def create_hold(
     if inside_claim is not None:
         await inside_claim(session)
     changes.note(session, event_id)
+    metrics.count_on_commit(session, metrics.HOLDS_CREATED.labels("fan" if capped else "staff"))
     items = tuple(
         HoldItemView(unit_id, seat_id, tier_id, price, currency)
         for *_, unit_id, seat_id, tier_id, price, currency in rows
@@ -549,6 +552,8 @@ async def release_hold(session: AsyncSession, *, hold_id: uuid.UUID, owner: Owne
         raise HoldStateConflict(hold.state.value, "release")
     units = await inventory.move_hold_units(session, Move.RELEASE, hold_id=hold_id)
     await units_changed(session, hold.event_id, units, UnitState.AVAILABLE)
+    by = "fan" if owner is not None and owner.fan_id is not None else "staff"
+    metrics.count_on_commit(session, metrics.HOLDS_RELEASED.labels(by))
     return await get_hold(session, hold_id)
 
 
@@ -568,12 +573,13 @@ async def expire_hold(session: AsyncSession, hold_id: uuid.UUID) -> bool:
         return False
     units = await inventory.move_hold_units(session, Move.EXPIRE, hold_id=hold_id)
     changed = bool(units)
-    if (hold.state == S.ACTIVE and await move_hold(session, hold_id, "expire")) or (
+    ended = (hold.state == S.ACTIVE and await move_hold(session, hold_id, "expire")) or (
         hold.state == S.FAILED and await move_hold(session, hold_id, "lapse")
-    ):
-        changed = True
+    )
     await units_changed(session, hold.event_id, units, UnitState.AVAILABLE)
-    return changed
+    if ended:
+        metrics.count_on_commit(session, metrics.HOLDS_EXPIRED)
+    return changed or ended
 
 
 def _needs_tidying() -> ColumnElement[bool]:

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from booking import metrics
 from booking.errors import InventoryBusy, NotEnoughLeft, SeatsTaken, SoldOut, UnknownSeats
 from booking.inventory.models import InventoryUnit as U
 from booking.inventory.transitions import Move, guard, values
@@ -63,6 +64,7 @@ async def explain_missing_seats(
     if unknown := [seat for seat in wanted if seat not in known]:
         raise UnknownSeats(unknown)
     got = {unit.seat_id for unit in claimed}
+    metrics.OVERSELL_REJECTIONS.labels("seat_taken", "hold").inc()
     raise SeatsTaken([seat for seat in wanted if seat not in got])
 
 
@@ -76,6 +78,7 @@ async def explain_ga_shortfall(
         SoldOut, NotEnoughLeft.
     """
     free = await count_claimable(session, event_id=event_id, tier_id=tier_id) + claimed
+    metrics.OVERSELL_REJECTIONS.labels("sold_out", "hold").inc()
     if free == 0:
         raise SoldOut()
     raise NotEnoughLeft(free)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from booking.catalog.models import Event
+from booking import metrics
+from booking.catalog.models import Event, PriceTier
 from booking.errors import CancellationClosed, HoldStateConflict, OrderNotFound
 from booking.holds.models import Hold, HoldItem, HoldState
 from booking.holds.service import (
@@ -34,6 +35,7 @@ from booking.orders.models import Order, OrderChannel, OrderItem, OrderItemState
 from booking.outbox import Topic, emit
 from booking.sqltext import HotStatement, param, sql
 from booking.tickets.models import Ticket, TicketState
+from booking.tickets.service import SEAT_PLACE_COLUMNS, join_seat_place, seat_label
 
 
 class Outcome(enum.StrEnum):
@@ -147,6 +149,7 @@ async def confirm_hold(
         catalog_event_id=hold.event_id,
     )
     await units_changed(session, hold.event_id, sold, UnitState.SOLD)
+    metrics.count_on_commit(session, metrics.ORDERS_CONFIRMED.labels(channel.value))
     return Confirmation(Outcome.CONFIRMED, hold_id, order_id, repeated=False)
 
 
@@ -239,6 +242,7 @@ async def confirm_paid(
     if not found or order_id is None:
         return None
     assert moved == 2, "the hold and the payment move with the order"
+    metrics.count_on_commit(session, metrics.ORDERS_CONFIRMED.labels(channel.value))
     return uuid.UUID(str(order_id))
 
 
@@ -258,6 +262,8 @@ async def _refund_required(session: AsyncSession, hold: Hold, *, reason: str) ->
         catalog_event_id=hold.event_id,
     )
     await units_changed(session, hold.event_id, released, UnitState.AVAILABLE)
+    rejected = "seat_taken" if reason == "seats_taken" else reason
+    metrics.count_on_commit(session, metrics.OVERSELL_REJECTIONS.labels(rejected, "confirm"))
     return Confirmation(Outcome.REFUND_REQUIRED, hold.id, None, repeated=False, refund_reason=reason)
 
 
@@ -301,13 +307,27 @@ async def refund_order(session: AsyncSession, *, order_id: uuid.UUID) -> bool:
 
 @dataclass(frozen=True)
 class OrderLine:
+    """One ticket of an order: the unit sold, where it is and at what price.
+
+    ``section``/``row``/``number`` place a reserved seat and are None for a general-admission
+    place; ``seat`` is the label the ticket carries (see ``booking.tickets.service.seat_label``).
+    """
+
     unit_id: int
     seat_id: int | None
     price_tier_id: uuid.UUID
+    tier_name: str
+    section: str | None
+    row: str | None
+    number: str | None
     price_minor: int
     currency: str
     state: str
     ticket_id: uuid.UUID | None
+
+    @property
+    def seat(self) -> str:
+        return seat_label(section=self.section, row=self.row, number=self.number, tier_name=self.tier_name)
 
 
 @dataclass(frozen=True)
@@ -324,28 +344,45 @@ class OrderView:
     lines: tuple[OrderLine, ...]
 
 
-async def get_order(session: AsyncSession, order_id: uuid.UUID, *, fan_id: uuid.UUID | None) -> OrderView:
-    """An order with its lines and tickets. With ``fan_id``, another fan's order is reported
-    as not found, exactly like a missing one.
-
-    Raises:
-        OrderNotFound.
-    """
-    query = select(Order).where(Order.id == order_id).execution_options(populate_existing=True)
-    if fan_id is not None:
-        query = query.where(Order.fan_id == fan_id)
-    order = await session.scalar(query)
-    if order is None:
-        raise OrderNotFound()
-    rows = (
-        await session.execute(
-            select(OrderItem, InventoryUnit.seat_id, Ticket.id)
-            .join(InventoryUnit, InventoryUnit.id == OrderItem.unit_id)
-            .outerjoin(Ticket, Ticket.order_item_id == OrderItem.id)
-            .where(OrderItem.order_id == order_id)
-            .order_by(OrderItem.unit_id)
+async def _lines_of(session: AsyncSession, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[OrderLine]]:
+    """The lines of several orders in one statement (tier, seat place and ticket joined in),
+    by order, each order's by unit."""
+    if not order_ids:
+        return {}
+    query = join_seat_place(
+        select(
+            OrderItem,
+            InventoryUnit.seat_id,
+            PriceTier.name.label("tier_name"),
+            *SEAT_PLACE_COLUMNS,
+            Ticket.id.label("ticket_id"),
         )
-    ).all()
+        .join(InventoryUnit, InventoryUnit.id == OrderItem.unit_id)
+        .join(PriceTier, PriceTier.id == OrderItem.price_tier_id)
+        .outerjoin(Ticket, Ticket.order_item_id == OrderItem.id)
+    ).where(OrderItem.order_id.in_(order_ids))
+    lines: dict[uuid.UUID, list[OrderLine]] = {}
+    for row in (await session.execute(query.order_by(OrderItem.order_id, OrderItem.unit_id))).all():
+        item: OrderItem = row.OrderItem
+        lines.setdefault(item.order_id, []).append(
+            OrderLine(
+                unit_id=item.unit_id,
+                seat_id=row.seat_id,
+                price_tier_id=item.price_tier_id,
+                tier_name=row.tier_name,
+                section=row.section,
+                row=row.row,
+                number=row.number,
+                price_minor=item.price_minor,
+                currency=item.currency,
+                state=item.state.value,
+                ticket_id=row.ticket_id,
+            )
+        )
+    return lines
+
+
+def _view(order: Order, lines: list[OrderLine]) -> OrderView:
     return OrderView(
         id=order.id,
         event_id=order.event_id,
@@ -356,32 +393,40 @@ async def get_order(session: AsyncSession, order_id: uuid.UUID, *, fan_id: uuid.
         currency=order.currency,
         created_at=order.created_at,
         cancelled_at=order.cancelled_at,
-        lines=tuple(
-            OrderLine(
-                item.unit_id,
-                seat_id,
-                item.price_tier_id,
-                item.price_minor,
-                item.currency,
-                item.state.value,
-                ticket_id,
-            )
-            for item, seat_id, ticket_id in rows
-        ),
+        lines=tuple(lines),
     )
 
 
+async def get_order(session: AsyncSession, order_id: uuid.UUID, *, fan_id: uuid.UUID | None) -> OrderView:
+    """An order with its lines (tier, seat label) and tickets: two statements however many
+    lines it has. With ``fan_id``, another fan's order is reported as not found, exactly like
+    a missing one.
+
+    Raises:
+        OrderNotFound.
+    """
+    query = select(Order).where(Order.id == order_id).execution_options(populate_existing=True)
+    if fan_id is not None:
+        query = query.where(Order.fan_id == fan_id)
+    order = await session.scalar(query)
+    if order is None:
+        raise OrderNotFound()
+    return _view(order, (await _lines_of(session, [order.id])).get(order.id, []))
+
+
 async def list_orders(session: AsyncSession, *, fan_id: uuid.UUID, limit: int = 50) -> list[OrderView]:
-    """A fan's orders, newest first."""
-    ids = (
+    """A fan's orders, newest first, with their lines: two statements however many orders."""
+    found = (
         await session.scalars(
-            select(Order.id)
+            select(Order)
             .where(Order.fan_id == fan_id)
             .order_by(Order.created_at.desc(), Order.id)
             .limit(limit)
+            .execution_options(populate_existing=True)
         )
     ).all()
-    return [await get_order(session, order_id, fan_id=fan_id) for order_id in ids]
+    lines = await _lines_of(session, [order.id for order in found])
+    return [_view(order, lines.get(order.id, [])) for order in found]
 
 
 async def cancel_order(

@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from booking import metrics
 from booking.errors import HoldExpired, HoldNotFound, HoldStateConflict, OrderNotFound, RefundNotFound
 from booking.holds import service as holds
 from booking.holds.models import Hold, HoldState
@@ -302,6 +303,10 @@ async def checkout(
     )
 
 
+# Failure codes that are ours, not the payer's: the provider refused the request itself, or
+# never received it (every other code is a decline, by the card or the provider).
+PROVIDER_FAILURES = frozenset({"gateway_error", "not_created"})
+
 # What the refund record says, by the reason the confirmation gave.
 REFUND_REASONS = {
     "seats_taken": "The seats were taken after the hold expired.",
@@ -362,6 +367,8 @@ async def settle(session: AsyncSession, payment_id: uuid.UUID, answer: GatewayPa
         failure = answer.failure_code or "failed"
         values.update(state=PaymentState.FAILED, failure_code=failure)
         result = Result.FAILED
+        kind = "provider_error" if failure in PROVIDER_FAILURES else "declined"
+        metrics.count_on_commit(session, metrics.PAYMENTS_FAILED.labels(kind))
         state = await session.scalar(select(Hold.state).where(Hold.id == payment.hold_id))
         if state == HoldState.PAYING:
             await holds.fail_payment(session, hold_id=payment.hold_id)
@@ -459,7 +466,7 @@ async def _record_refund(
     reason: str,
     state: RefundState = RefundState.PENDING,
 ) -> None:
-    await session.execute(
+    result = await session.execute(
         pg_insert(Refund)
         .values(
             payment_id=payment.id,
@@ -470,7 +477,10 @@ async def _record_refund(
             state=state,
         )
         .on_conflict_do_nothing(index_elements=["payment_id", "idempotency_key"])
+        .returning(Refund.id)
     )
+    if state == RefundState.SUCCEEDED and result.first() is not None:
+        metrics.count_on_commit(session, metrics.REFUNDS_ISSUED)
 
 
 async def request_order_refund(session: AsyncSession, order_id: uuid.UUID) -> bool:
@@ -786,7 +796,12 @@ async def apply_refund_answer(
         .values(**values)
         .returning(Refund.id)
     )
-    return state if result.first() is not None else None
+    if result.first() is None:
+        return None
+    # Succeeded is final and never a source state here: each refund is counted once.
+    if state == RefundState.SUCCEEDED:
+        metrics.count_on_commit(session, metrics.REFUNDS_ISSUED)
+    return state
 
 
 @dataclass(frozen=True)
