@@ -441,7 +441,7 @@ def wait_healthy(base: str, process: subprocess.Popen[bytes] | None, timeout: fl
     while True:
         conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=2)
         try:
-            conn.request("GET", "/health")
+            conn.request("GET", "/ready")
             if conn.getresponse().status == 200:
                 return
         except (OSError, http.client.HTTPException):
@@ -449,9 +449,9 @@ def wait_healthy(base: str, process: subprocess.Popen[bytes] | None, timeout: fl
         finally:
             conn.close()
         if process is not None and process.poll() is not None:
-            raise BenchError(f"the API exited with code {process.returncode} before answering /health")
+            raise BenchError(f"the API exited with code {process.returncode} before answering /ready")
         if time.monotonic() > deadline:
-            raise BenchError(f"the API at {base} did not answer /health within {timeout:.0f} s")
+            raise BenchError(f"the API at {base} did not answer /ready within {timeout:.0f} s")
         time.sleep(0.25)
 
 

@@ -199,7 +199,7 @@ def api(database: str, redis: str, data: Path, workers: int) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

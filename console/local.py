@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from booking import migrations
+from booking import metrics, migrations
 from booking.accounts.models import StaffRole
 from booking.accounts.staff import authenticate, create_key
 from booking.catalog.demo import DemoResult, load_demo
@@ -31,7 +31,7 @@ from booking.db import engine_scope, make_sessionmaker
 from booking.keys import load_signing_keys
 from booking.settings import Settings
 from console.stack import EmbeddedPostgres, EmbeddedValkey, StackError, StackInfo
-from console.supervisor import Supervisor, child_env, python_module_argv
+from console.supervisor import SUPERVISOR_FILE, Supervisor, child_env, python_module_argv
 
 CONSOLE_KEY_FILE = "console.key"
 
@@ -71,11 +71,23 @@ async def prepare_database(database_url: str, data_dir: Path) -> Prepared:
     return Prepared(demo=demo, console_key=secret)
 
 
+def metrics_folder(settings: Settings) -> Path:
+    """The folder every child shares its metrics through, emptied for this run: the API's
+    ``/metrics`` then adds up its processes' and the worker daemon's (``booking.metrics``).
+    ``PROMETHEUS_MULTIPROC_DIR`` when the operator set it, else ``<data>/metrics``."""
+    chosen = metrics.multiprocess_dir()
+    folder = Path(chosen) if chosen else settings.data_dir / metrics.DATA_FOLDER
+    return metrics.empty_multiprocess_dir(folder.resolve())
+
+
 def wait_until_healthy(url: str, stop: threading.Event, timeout: float = 90.0) -> bool:
+    """Until the API at ``url`` is ready (``/ready`` answers 200: it reaches PostgreSQL and
+    Redis, and the schema is migrated), ``stop`` is set, or ``timeout`` seconds pass.
+    Returns whether it became ready. A 503 from ``/ready`` is an HTTPError: asked again."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not stop.is_set():
         try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as response:  # noqa: S310 - our own http URL
+            with urllib.request.urlopen(url + "/ready", timeout=3) as response:  # noqa: S310 - our own http URL
                 if response.status == 200:
                     return True
         except (urllib.error.URLError, OSError):
@@ -148,7 +160,13 @@ class LocalStack:
             self._checkpoint()
 
             api_url = f"http://{settings.api_host}:{settings.api_port}"
-            self.supervisor = Supervisor(child_env(database_url, redis_url), log=self.log)
+            env = child_env(database_url, redis_url)
+            env[metrics.MULTIPROC_ENV] = str(metrics_folder(settings))
+            self.supervisor = Supervisor(
+                env,
+                log=self.log,
+                status_file=settings.data_dir / SUPERVISOR_FILE,
+            )
             self.supervisor.add(
                 "api",
                 python_module_argv(

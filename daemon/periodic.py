@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -28,8 +29,11 @@ from rq import Queue
 from rq.exceptions import DuplicateJobError
 from rq.scheduler import RQScheduler
 
+from booking.logs import setup_logging
 from booking.redis_client import sync_client
+from booking.settings import get_settings
 from daemon.lifecycle import die_with_parent
+from jobs.heartbeat import TickerBeat
 
 log = logging.getLogger("boxoffice.ticker")
 
@@ -53,11 +57,28 @@ PERIODIC: tuple[Periodic, ...] = (
 )
 
 
+_BY_NAME = {task.name: task for task in PERIODIC}
+
+
+def slot_job_id(task: Periodic, now: float) -> str:
+    """The job id of ``task``'s slot at ``now``: one job per task and slot, however many tick."""
+    return f"tick-{task.name}-{int(now // task.every)}"
+
+
+def task_of(job_id: str) -> str | None:
+    """The periodic task a job id belongs to (``tick-sweep-123456`` -> ``sweep``), or None
+    for any other job."""
+    if not job_id.startswith("tick-"):
+        return None
+    name, _, slot = job_id.removeprefix("tick-").rpartition("-")
+    return name if name in _BY_NAME and slot.isdigit() else None
+
+
 def tick(redis: Redis, now: float, tasks: tuple[Periodic, ...] = PERIODIC) -> list[str]:
     """Enqueue every task whose current slot has not been enqueued yet; returns their ids."""
     enqueued = []
     for task in tasks:
-        job_id = f"tick-{task.name}-{int(now // task.every)}"
+        job_id = slot_job_id(task, now)
         try:
             Queue(task.queue, connection=redis).enqueue(
                 task.func,
@@ -100,8 +121,12 @@ class Scheduling:
             self.scheduler.release_locks()  # type: ignore[no-untyped-call]
 
 
-def run_ticker(redis_url: str, queues: tuple[str, ...] = ()) -> None:
+def run_ticker(redis_url: str, queues: tuple[str, ...] = (), beat: TickerBeat | None = None) -> None:
+    """Tick every second until SIGTERM; with ``beat``, add the ticker's part to its daemon's
+    heartbeat every heartbeat interval."""
     die_with_parent()
+    # A spawned process starts without logging: the daemon's, from the same environment.
+    setup_logging(get_settings())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when we stop
     stopping = False
 
@@ -113,11 +138,16 @@ def run_ticker(redis_url: str, queues: tuple[str, ...] = ()) -> None:
     redis = sync_client(redis_url)
     scheduling = Scheduling(redis, queues) if queues else None
     failing = False
+    beaten = 0.0
     while not stopping:
         try:
             tick(redis, time.time())
             if scheduling is not None:
                 scheduling.tick(time.monotonic())
+            if beat is not None and time.monotonic() - beaten >= beat.interval:
+                held = sorted(scheduling.scheduler.acquired_locks) if scheduling is not None else []
+                beat.write(redis, pid=os.getpid(), now=time.time(), scheduling=held)
+                beaten = time.monotonic()
             if failing:
                 log.warning("Redis is back; ticking again")
             failing = False
@@ -133,10 +163,13 @@ def run_ticker(redis_url: str, queues: tuple[str, ...] = ()) -> None:
         scheduling.stop()
 
 
-def start_ticker(redis_url: str, queues: tuple[str, ...] = ()) -> multiprocessing.process.BaseProcess:
-    """Start a ticker process; with ``queues``, it also schedules their delayed retries."""
+def start_ticker(
+    redis_url: str, queues: tuple[str, ...] = (), beat: TickerBeat | None = None
+) -> multiprocessing.process.BaseProcess:
+    """Start a ticker process; with ``queues``, it also schedules their delayed retries; with
+    ``beat``, it reports itself in its daemon's heartbeat."""
     process = multiprocessing.get_context("spawn").Process(
-        target=run_ticker, args=(redis_url, queues), name="boxoffice-ticker", daemon=True
+        target=run_ticker, args=(redis_url, queues, beat), name="boxoffice-ticker", daemon=True
     )
     process.start()
     return process

@@ -179,8 +179,9 @@ async def test_requests_past_the_in_flight_bound_are_refused_at_once(
         refused = next(a for a in answers if a.status_code == 503)
         assert refused.headers["Retry-After"] == "1"
         assert refused.json()["type"].endswith("/overloaded")
-        # The probe is never refused.
+        # The probes are never refused.
         assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/ready")).status_code == 200
         # The refused fan retries as told and is served.
         (_, token), hold_id = next(
             (fan, h) for fan, h, a in zip(fans, holds, answers, strict=True) if a.status_code == 503
