@@ -13,10 +13,11 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.params import FromPath, HeaderParameter
+from litestar.params import HeaderParameter
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.routes.events import EventRef, event_id_of
 from api.schemas import Money
 from booking.inventory import seatmap
 from booking.redis_client import Breaker
@@ -190,13 +191,14 @@ SEATMAP_DESCRIPTION = (
 
 NOT_FOUND = ResponseSpec(
     data_container=None,
-    description="No such event (problem+json, type event-not-found)",
+    description="No such event, or not an event id or slug (problem+json, type event-not-found)",
     media_type="application/problem+json",
 )
 
 
 class AvailabilityController(Controller):
-    path = "/events/{event_id:uuid}"
+    # By id or slug, as the event's own page (api.routes.events).
+    path = "/events/{event_id:str}"
     tags = ["availability"]
 
     @get(
@@ -219,7 +221,7 @@ class AvailabilityController(Controller):
         request: Request[Any, Any, State],
         state: State,
         db_session: NamedDependency[AsyncSession],
-        event_id: FromPath[uuid.UUID],
+        event_id: EventRef,
         if_none_match: Annotated[
             str | None,
             HeaderParameter(
@@ -231,6 +233,7 @@ class AvailabilityController(Controller):
             ),
         ] = None,
     ) -> Response[bytes]:
+        known = await event_id_of(db_session, event_id)
         tags = [tag.strip() for tag in if_none_match.split(",") if tag.strip()] if if_none_match else []
         gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
         breaker: Breaker = state.redis_breaker
@@ -238,7 +241,7 @@ class AvailabilityController(Controller):
         if breaker.allows():
             try:
                 snapshot = await seatmap.SeatmapCache(state.redis).get(
-                    db_session, event_id, render_seatmap, gzipped=gzipped, if_none_match=tags
+                    db_session, known, render_seatmap, gzipped=gzipped, if_none_match=tags
                 )
                 breaker.succeeded()
             except RedisError as error:
@@ -249,7 +252,7 @@ class AvailabilityController(Controller):
             # Fans keep seeing the map through a Redis outage, from the database, at most
             # a second old and rebuilt at most once a second per event in this process.
             snapshot = await state.local_seatmaps.get(
-                db_session, event_id, render_seatmap, gzipped=gzipped, if_none_match=tags
+                db_session, known, render_seatmap, gzipped=gzipped, if_none_match=tags
             )
             headers[DEGRADED_HEADER] = "redis-unavailable"
         headers.update({"ETag": snapshot.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"})
@@ -271,9 +274,9 @@ class AvailabilityController(Controller):
         responses={404: NOT_FOUND},
     )
     async def get_availability(
-        self, db_session: NamedDependency[AsyncSession], event_id: FromPath[uuid.UUID]
+        self, db_session: NamedDependency[AsyncSession], event_id: EventRef
     ) -> AvailabilityOut:
-        found = await seatmap.availability(db_session, event_id)
+        found = await seatmap.availability(db_session, await event_id_of(db_session, event_id))
         return AvailabilityOut(
             event_id=found.event_id,
             as_of=found.as_of,

@@ -166,7 +166,7 @@ class CheckinController(Controller):
             db_session,
             data.token,
             gate=data.gate,
-            public_keys=request.app.state.signing_keys.ticket_public_key,
+            public_keys=request.app.state.signing_keys.verifying_keys(),
             staff_key_id=staff.id,
             event_id=data.event_id,
         )
@@ -188,7 +188,7 @@ class CheckinController(Controller):
         status_code=200,
         summary="Upload the scans a gate made offline",
         description=(
-            "For a gate that verified codes with the public key (`GET /ticket-key`) while it had "
+            "For a gate that verified codes with the key set (`GET /ticket-keys`) while it had "
             "no network. At most 1000 scans; each ticket's scans count in order of `scanned_at` "
             "(the device's time, with a timezone; an admission is never dated later than now). "
             "Each scan gets a `result`: `admitted` (first; the ticket is admitted at that time "
@@ -212,7 +212,7 @@ class CheckinController(Controller):
             db_session,
             data.gate,
             [(scan.token, scan.scanned_at) for scan in data.scans],
-            public_keys=request.app.state.signing_keys.ticket_public_key,
+            public_keys=request.app.state.signing_keys.verifying_keys(),
             staff_key_id=staff.id,
         )
         counts: dict[str, int] = {}

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter
+from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.schemas import (
@@ -25,11 +25,37 @@ from api.schemas import (
 )
 from booking.catalog import search, service
 from booking.catalog.models import Category
+from booking.errors import EventNotFound
+from booking.ops import service as ops
 
 _CATEGORIES = ", ".join(member.value for member in Category)
 _WHEN = (
     "An ISO date (the whole day, venue time) or datetime (with an offset: an instant; without: venue time)"
 )
+
+
+# The longest slug an event can have (events.slug is varchar(120)).
+MAX_SLUG_CHARS = 120
+EVENT_REF = "The event's id (a uuid) or its slug (as in `GET /events`)"
+EventRef = Annotated[str, Parameter(description=EVENT_REF)]
+
+
+async def event_id_of(db_session: AsyncSession, ref: str) -> uuid.UUID:
+    """The id of the event ``ref`` names: its id, read without a query, or its slug, looked up.
+    Whether the event is public is left to the verb that reads it.
+
+    Raises:
+        EventNotFound: ``ref`` is neither a uuid nor a possible slug (the detail says which
+            forms are expected), or no event has that slug.
+    """
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        pass
+    # Refused before any query: what PostgreSQL cannot store cannot be a slug either.
+    if not ref or len(ref) > MAX_SLUG_CHARS or not ref.isprintable():
+        raise EventNotFound("Name the event by its id (a uuid) or its slug, as GET /events lists them.")
+    return await ops.resolve_event(db_session, ref)
 
 
 def _summary(e: service.EventSummary) -> EventSummary:
@@ -144,18 +170,22 @@ class EventController(Controller):
         )
 
     @get(
-        "/{event_id:uuid}",
+        "/{event_id:str}",
         cache=True,
-        summary="One event",
+        summary="One event, by id or slug",
         description=(
             "The event, its venue, and each price tier with how many places are left "
-            "(counted at most a second ago)."
+            "(counted at most a second ago). `event_id` is the event's id or its slug; "
+            "anything else is 404 `event-not-found`, saying which forms are expected."
         ),
     )
-    async def get_event(
-        self, db_session: NamedDependency[AsyncSession], event_id: FromPath[uuid.UUID]
-    ) -> EventDetail:
-        e = await service.get_event(db_session, event_id)
+    async def get_event(self, db_session: NamedDependency[AsyncSession], event_id: EventRef) -> EventDetail:
+        found = await event_id_of(db_session, event_id)
+        try:
+            e = await service.get_event(db_session, found)
+        except EventNotFound:
+            # A draft's slug answers as an unknown one, without the draft's id.
+            raise EventNotFound(f"There is no event {event_id!r}.") from None
         v = e.venue
         return EventDetail(
             id=e.id,

@@ -9,22 +9,27 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import CacheControlHeader, ResponseHeader
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import SECURITY, provide_fan
 from api.routes.holds import Money, policy_of
-from api.schemas import Text
+from api.schemas import Text, TicketKeySet
 from booking.accounts.fans import Principal
 from booking.errors import OrderNotFound, TicketLinkInvalid, TicketRevoked
 from booking.holds.service import Owner
+from booking.keys import SigningKeys
+from booking.logs import bind, get_logger
 from booking.orders import service as orders
 from booking.payments import offline
 from booking.payments import service as payments
 from booking.payments.registry import Gateways
-from booking.tickets import links, render
+from booking.tickets import links, render, signing
 from booking.tickets import service as tickets
+
+log = get_logger("boxoffice.api.orders")
 
 
 class CheckoutRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -50,7 +55,14 @@ class CheckoutOut(msgspec.Struct, frozen=True):
 class OrderLineOut(msgspec.Struct, frozen=True):
     unit_id: int
     seat_id: int | None
+    # The label the ticket carries: "Stalls, Row C, Seat 12", or the tier's name for GA.
+    seat: str
+    # Where the seat is; all three null for a general-admission place.
+    section: str | None
+    row: str | None
+    number: str | None
     tier_id: uuid.UUID
+    tier_name: str
     price: Money
     state: str
     ticket_id: uuid.UUID | None
@@ -108,6 +120,7 @@ def ticket_out(view: tickets.TicketView) -> TicketOut:
 
 
 def order_out(view: orders.OrderView) -> OrderOut:
+    """The one rendering of an order, for fans, the box office and on-call alike."""
     return OrderOut(
         id=view.id,
         event_id=view.event_id,
@@ -121,7 +134,12 @@ def order_out(view: orders.OrderView) -> OrderOut:
             OrderLineOut(
                 unit_id=line.unit_id,
                 seat_id=line.seat_id,
+                seat=line.seat,
+                section=line.section,
+                row=line.row,
+                number=line.number,
                 tier_id=line.price_tier_id,
+                tier_name=line.tier_name,
                 price=Money(line.price_minor, line.currency),
                 state=line.state,
                 ticket_id=line.ticket_id,
@@ -163,6 +181,8 @@ class CheckoutController(Controller):
         if data.provider == "offline":
             # Checked before anything changes: a bad card number must not move the hold.
             method["card_number"] = offline.card_number({"card_number": data.card_number or ""})
+        bind(hold_id=hold_id)
+        log.info("checkout started", provider=data.provider)
         settled = await payments.checkout(
             request.app.state.sessionmaker,
             gateway=gateway,
@@ -171,6 +191,7 @@ class CheckoutController(Controller):
             method=method,
             policy=policy_of(request),
         )
+        log_settlement(settled)
         return CheckoutOut(
             payment_id=settled.payment_id,
             hold_id=settled.hold_id,
@@ -180,6 +201,21 @@ class CheckoutController(Controller):
             failure_code=settled.failure_code,
             client_secret=settled.client_secret,
         )
+
+
+def log_settlement(settled: payments.Settlement) -> None:
+    """One line for how a checkout ended: order confirmed, payment failed, still pending,
+    or paid too late (refunded)."""
+    if settled.order_id is not None:
+        bind(order_id=settled.order_id)
+    if settled.result is payments.Result.CONFIRMED:
+        log.info("order confirmed", payment_id=settled.payment_id)
+    elif settled.result is payments.Result.FAILED:
+        log.info("payment failed", payment_id=settled.payment_id, failure_code=settled.failure_code)
+    elif settled.result is payments.Result.REFUND_REQUIRED:
+        log.warning("paid after the hold's seats were gone: refunding", payment_id=settled.payment_id)
+    else:
+        log.info("payment pending", payment_id=settled.payment_id)
 
 
 class OrderController(Controller):
@@ -202,6 +238,7 @@ class OrderController(Controller):
         fan: NamedDependency[Principal],
         order_id: FromPath[uuid.UUID],
     ) -> OrderOut:
+        bind(order_id=order_id)
         return order_out(await orders.get_order(db_session, order_id, fan_id=fan.fan_id))
 
     @get(
@@ -260,9 +297,11 @@ class OrderController(Controller):
         order_id: FromPath[uuid.UUID],
     ) -> OrderOut:
         cutoff = dt.timedelta(hours=request.app.state.settings.cancel_cutoff_hours)
+        bind(order_id=order_id)
         view = await payments.cancel_and_refund(
             db_session, order_id=order_id, fan_id=fan.fan_id, cutoff=cutoff
         )
+        log.info("order cancelled", state=view.state)
         return order_out(view)
 
 
@@ -316,12 +355,50 @@ class TicketController(Controller):
         )
 
 
+KEY_ID_HEADER = "Boxoffice-Key-Id"
+# Gates refresh the key set at least this often; a rotation reaches them within it.
+KEY_SET_MAX_AGE_SECONDS = 300
+
+
 @get(
     "/ticket-key",
     tags=["tickets"],
-    summary="The public key that verifies ticket codes",
-    description="PEM (Ed25519). Gates keep it to verify codes offline.",
+    summary="The current key that signs ticket codes",
+    description=(
+        "PEM (Ed25519) of the current signing key only, its key id in the `Boxoffice-Key-Id` "
+        "header. During a key rotation codes of earlier keys are valid too: gates should keep "
+        "the whole key set, `GET /ticket-keys`."
+    ),
     media_type="application/x-pem-file",
+    response_headers=[
+        ResponseHeader(
+            name=KEY_ID_HEADER, description="The key's id, as ticket codes name it", documentation_only=True
+        )
+    ],
 )
 async def ticket_public_key(request: Request[Any, Any, Any]) -> Response[str]:
-    return Response(request.app.state.signing_keys.ticket_public_pem(), media_type="application/x-pem-file")
+    keys: SigningKeys = request.app.state.signing_keys
+    return Response(
+        keys.ticket_public_pem(),
+        media_type="application/x-pem-file",
+        headers={KEY_ID_HEADER: signing.key_id(keys.ticket_public_key)},
+    )
+
+
+@get(
+    ["/ticket-keys", "/.well-known/jwks.json"],
+    tags=["tickets"],
+    summary="Every key that verifies ticket codes, as a JSON Web Key Set",
+    description=(
+        "The current signing key first, then each earlier key still trusted (a key rotation "
+        "keeps them until the tickets they signed are used). Each is an Ed25519 JWK "
+        "(`kty` OKP, `x` the raw public key in base64url) with the `kid` that codes name, and "
+        "`not_before`/`not_after`: when it is trusted (ISO 8601, null for open-ended). A code "
+        "verifies when its key is in the set and trusted now; docs/tickets.md shows how. "
+        f"May be cached for {KEY_SET_MAX_AGE_SECONDS} s."
+    ),
+    cache_control=CacheControlHeader(max_age=KEY_SET_MAX_AGE_SECONDS, public=True),
+)
+async def ticket_key_set(request: Request[Any, Any, Any]) -> TicketKeySet:
+    keys: SigningKeys = request.app.state.signing_keys
+    return msgspec.convert({"keys": [signing.jwk(key) for key in keys.published_keys()]}, TicketKeySet)

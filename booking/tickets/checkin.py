@@ -7,13 +7,16 @@ once admit it exactly once; the losers are told when and where it was admitted. 
 a ticket that exists leaves one ``ticket_scans`` row, in the caller's transaction (verbs
 never commit).
 
-A gate that loses the network verifies codes with the public key alone (see
+A gate that loses the network verifies codes with the published key set alone (see
 ``booking.tickets.signing.verify``), admits on its own judgement, and uploads its scans
 later. An upload never rewrites history: a scan of a ticket that another scan had already
 admitted, or of a ticket revoked by then, is recorded as a conflict (with both sides) and
 listed by ``list_conflicts`` for someone to look at. Uploading the same scans again (a retry
 after a lost answer) is harmless: the database knows each offline scan by its ticket, gate and
 device time, and answers a repeat with the answer it gave the first time.
+
+Both checks take every published key (``SigningKeys.verifying_keys``): during a key rotation
+a code signed by an earlier key is as good as one signed by the current key.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ FIRST_YEAR, LAST_YEAR = 2000, 2999
 # Offline results that someone must look at: listed by ``list_conflicts``.
 CONFLICT_RESULTS = (ScanResult.CONFLICT, ScanResult.REVOKED)
 
+# Every key a code may be signed with: the current one and the previous ones still trusted.
 PublicKeys = Ed25519PublicKey | Iterable[Ed25519PublicKey]
 
 
@@ -218,7 +222,8 @@ async def check_in(
     Raises:
         InvalidRequest: ``gate`` is empty, longer than 120 characters or not storable.
         TicketTokenMalformed, TicketKeyUnknown, TicketSignatureInvalid: the code is not a
-            genuine ticket code (nothing is written).
+            genuine ticket code, or signed by a key not among ``public_keys`` (nothing is
+            written).
         TicketNotFound: a genuine code whose ticket does not exist (nothing is written).
     """
     _check_gate(gate)

@@ -77,6 +77,22 @@ def seat_label(*, section: str | None, row: str | None, number: str | None, tier
     return tier_name
 
 
+# Where a unit is: its section's name, its row's label and its seat's number, all null for a
+# place of a GA area. Selected next to ``join_seat_place``.
+SEAT_PLACE_COLUMNS = (Section.name.label("section"), SeatRow.label.label("row"), Seat.number.label("number"))
+
+
+def join_seat_place(query: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
+    """``query``, which has ``InventoryUnit`` among its tables, with the unit's seat, row and
+    section outer-joined for ``SEAT_PLACE_COLUMNS``: joins, so a whole order's or ticket list's
+    labels come in the one statement that reads them."""
+    return (
+        query.outerjoin(Seat, Seat.id == InventoryUnit.seat_id)
+        .outerjoin(SeatRow, SeatRow.id == Seat.row_id)
+        .outerjoin(Section, Section.id == SeatRow.section_id)
+    )
+
+
 _TICKET_COLUMNS = (
     Ticket.id,
     Ticket.order_id,
@@ -89,9 +105,7 @@ _TICKET_COLUMNS = (
     Event.timezone,
     Venue.name.label("venue_name"),
     Venue.city.label("venue_city"),
-    Section.name.label("section"),
-    SeatRow.label.label("row"),
-    Seat.number,
+    *SEAT_PLACE_COLUMNS,
     PriceTier.name.label("tier_name"),
 )
 
@@ -100,7 +114,7 @@ def _ticket_rows(*where: ColumnElement[bool]) -> Select[*tuple[Any, ...]]:
     """Tickets with everything their view shows, in one statement: a ticket page is read far
     more often than tickets are sold, and an order's tickets are read together. Columns, not
     entities: loading whole events and venues per ticket was most of the cost of a read."""
-    return (
+    return join_seat_place(
         select(*_TICKET_COLUMNS)
         .join(Order, Order.id == Ticket.order_id)
         .join(Event, Event.id == Ticket.event_id)
@@ -108,11 +122,7 @@ def _ticket_rows(*where: ColumnElement[bool]) -> Select[*tuple[Any, ...]]:
         .join(OrderItem, OrderItem.id == Ticket.order_item_id)
         .join(PriceTier, PriceTier.id == OrderItem.price_tier_id)
         .join(InventoryUnit, InventoryUnit.id == Ticket.unit_id)
-        .outerjoin(Seat, Seat.id == InventoryUnit.seat_id)
-        .outerjoin(SeatRow, SeatRow.id == Seat.row_id)
-        .outerjoin(Section, Section.id == SeatRow.section_id)
-        .where(*where)
-    )
+    ).where(*where)
 
 
 def _view(row: Row[*tuple[Any, ...]], signing_key: Ed25519PrivateKey) -> TicketView:

@@ -9,12 +9,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.app import create_app
 from booking.catalog.demo import EVENTS, load_demo
 from booking.catalog.models import Category
 from booking.settings import Settings
+from tests.factories import make_event
 
 PROBLEM = "application/problem+json"
 
@@ -88,30 +90,6 @@ async def test_unknown_routes_and_methods_are_problems(client: AsyncTestClient[L
     wrong = await client.delete("/events")
     assert wrong.status_code == 405
     assert wrong.json()["type"].endswith("/method-not-allowed")
-
-
-async def test_health_reports_both_servers(client: AsyncTestClient[Litestar]) -> None:
-    response = await client.get("/health")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "redis": "ok"}
-
-
-async def test_health_is_degraded_but_ready_when_redis_is_gone(settings: Settings) -> None:
-    # Port 1 on loopback: nothing listens, the connection is refused at once. The API still
-    # serves (reads from PostgreSQL), so a load balancer must keep it: 200, not 503.
-    broken = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
-    async with AsyncTestClient(app=create_app(broken)) as client:
-        response = await client.get("/health")
-    assert response.status_code == 200
-    assert response.json() == {"status": "degraded", "database": "ok", "redis": "unavailable"}
-
-
-async def test_health_is_503_when_postgresql_is_gone(settings: Settings) -> None:
-    broken = settings.model_copy(update={"database_url": "postgresql://postgres@127.0.0.1:1/none"})
-    async with AsyncTestClient(app=create_app(broken)) as client:
-        response = await client.get("/health")
-    assert response.status_code == 503
-    assert response.json()["database"] == "unavailable"
 
 
 async def test_openapi_schema_is_published(client: AsyncTestClient[Litestar]) -> None:
@@ -364,3 +342,66 @@ async def test_bad_search_input_is_a_clear_400(
     body = response.json()
     assert body["status"] == 400
     assert mentions in f"{body['detail']} {body.get('errors', '')}"
+
+
+async def test_an_event_is_found_by_its_slug_as_by_its_id(client: AsyncTestClient[Litestar]) -> None:
+    summary = (await _find(client, q="aurora"))["items"][0]
+    by_id = await client.get(f"/events/{summary['id']}")
+    by_slug = await client.get(f"/events/{summary['slug']}")
+    assert by_slug.status_code == 200, by_slug.text
+    assert by_slug.json() == by_id.json()
+    assert by_slug.json()["slug"] == "aurora-lights-london"
+    # The other routes under the event take the slug too.
+    for what in ("seatmap", "availability"):
+        with_id = await client.get(f"/events/{summary['id']}/{what}")
+        with_slug = await client.get(f"/events/{summary['slug']}/{what}")
+        assert with_slug.status_code == 200, (what, with_slug.text)
+        assert with_slug.json()["event_id"] == summary["id"]
+        assert with_slug.json()["tiers"] == with_id.json()["tiers"]
+
+
+def test_the_event_by_slug_is_cached_as_by_id(client: AsyncTestClient[Litestar]) -> None:
+    (detail,) = [
+        handler
+        for route in client.app.routes
+        if route.path == "/events/{event_id:str}"
+        for handler in route.route_handlers
+        if "GET" in getattr(handler, "http_methods", ())
+    ]
+    assert detail.cache is True
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        ("/events/no-such-event", "There is no event 'no-such-event'."),
+        ("/events/no-such-event/seatmap", "There is no event 'no-such-event'."),
+        ("/events/no-such-event/availability", "There is no event 'no-such-event'."),
+        ("/events/" + "x" * 121, "its id (a uuid) or its slug"),
+        ("/events/a%00b/seatmap", "its id (a uuid) or its slug"),
+        ("/events/a%0Ab/availability", "its id (a uuid) or its slug"),
+    ],
+)
+async def test_what_names_no_event_is_a_404_saying_what_is_expected(
+    client: AsyncTestClient[Litestar], path: str, detail: str
+) -> None:
+    response = await client.get(path)
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["type"].endswith("/event-not-found")
+    assert detail in body["detail"]
+
+
+async def test_a_drafts_slug_is_an_unknown_event(
+    client: AsyncTestClient[Litestar], session: AsyncSession
+) -> None:
+    draft = await make_event(session, seats=1, ga_capacity=1)
+    slug = await session.scalar(
+        text("UPDATE events SET status = 'draft' WHERE id = :e RETURNING slug"), {"e": draft.event_id}
+    )
+    await session.commit()
+    for path in (f"/events/{slug}", f"/events/{slug}/availability"):
+        response = await client.get(path)
+        assert response.status_code == 404, path
+        assert str(draft.event_id) not in response.text
