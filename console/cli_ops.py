@@ -1,45 +1,53 @@
-"""On-call commands: `boxoffice holds`, `boxoffice orders`, `boxoffice sale`.
+"""On-call commands: `boxoffice holds`, `boxoffice orders`, `boxoffice refunds`, `boxoffice sale`.
 
 Each calls the same ``booking.ops.service`` verb as the staff API, renders a table for people
 or JSON for scripts (``--json``), asks before destructive acts (``--yes`` for scripts), and
 writes an audit row for every change it makes or is refused (actor: the person at this
 terminal). Exit codes are those of ``console/cli_common.py``: 3 when there is nothing to do.
+
+The booking services are imported inside each command, so that loading this module (for
+``--help``, or for another command) costs nothing but Typer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from booking.errors import BookingError, RefundNotFailed
-from booking.holds.service import HoldView
-from booking.money import money
-from booking.ops import audit
-from booking.ops import service as ops
-from booking.ops.models import Outcome
-from booking.payments import service as payments
-from booking.payments.models import RefundState
-from booking.payments.registry import Gateways
-from booking.settings import Settings
 from console.cli_common import (
     FAILED,
+    ID,
+    PROSE,
     USAGE,
+    Column,
     JsonOption,
     YesOption,
+    audited,
     confirm,
+    enum_parser,
     fail,
     nothing,
-    out,
-    print_json,
+    record,
+    report,
     settings_of,
     show,
+    when,
     with_session,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from booking.holds.service import HoldView
+    from booking.ops import service as ops
+    from booking.payments import service as payments
+    from booking.payments.models import RefundState
+    from booking.payments.registry import Gateways
+    from booking.settings import Settings
 
 holds_app = typer.Typer(help="Find and release holds.", no_args_is_help=True)
 orders_app = typer.Typer(help="Stuck payments and refunds.", no_args_is_help=True)
@@ -47,69 +55,38 @@ sale_app = typer.Typer(help="Pause and resume an event's sale.", no_args_is_help
 refunds_app = typer.Typer(help="Refunds not paid back yet, and retrying failed ones.", no_args_is_help=True)
 
 T = TypeVar("T")
+
+
+def _list_cap(limit: int) -> int:
+    """The service's own cap on a listing, checked as the option is read: over it is bad usage."""
+    from booking.ops.service import MAX_LIST
+
+    if limit > MAX_LIST:
+        raise typer.BadParameter(f"{limit} is more than {MAX_LIST}, the most a listing shows")
+    return limit
+
+
+def _refund_states() -> type[RefundState]:
+    from booking.payments.models import RefundState
+
+    return RefundState
+
+
 EventOption = Annotated[str | None, typer.Option("--event", "-e", help="Event id or slug.")]
-LimitOption = Annotated[int, typer.Option(min=1, max=ops.MAX_LIST, help="At most this many.")]
-
-
-def _describe(error: BookingError) -> str:
-    return error.title if error.detail == error.title else f"{error.title}: {error.detail}"
-
-
-def _run(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], subject: str = "") -> T:
-    """``work`` in one session; a refusal by the system is one line and exit 1."""
-    try:
-        return with_session(settings, work)
-    except BookingError as error:
-        fail(f"{subject}: {_describe(error)}" if subject else _describe(error))
-
-
-async def _audited(
-    session: AsyncSession,
-    work: Callable[[AsyncSession], Awaitable[T]],
-    *,
-    action: str,
-    target_type: str,
-    target_id: str,
-    details: Callable[[T], dict[str, Any]],
-) -> T:
-    """Do ``work`` and commit it with its audit row; when the system refuses it, roll the
-    work back and commit a ``failed`` row naming why, then re-raise."""
-    actor = audit.Actor.cli()
-    try:
-        result = await work(session)
-    except BookingError as error:
-        await session.rollback()
-        await audit.record(
-            session,
-            actor=actor,
-            action=action,
-            outcome=Outcome.FAILED,
-            target_type=target_type,
-            target_id=target_id,
-            details={"problem": error.code, "detail": error.detail},
-        )
-        await session.commit()
-        raise
-    facts = details(result)
-    await audit.record(
-        session,
-        actor=actor,
-        action=action,
-        outcome=Outcome.OK,
-        target_type=target_type,
-        target_id=str(facts.pop("target_id", target_id)),
-        details=facts,
-    )
-    await session.commit()
-    return result
+LimitOption = Annotated[int, typer.Option(min=1, callback=_list_cap, help="At most this many.")]
 
 
 def _with_gateways(
-    settings: Settings, work: Callable[[async_sessionmaker[AsyncSession], Gateways], Awaitable[T]]
+    settings: Settings,
+    work: Callable[[async_sessionmaker[AsyncSession], Gateways], Awaitable[T]],
+    subject: str = "",
 ) -> T:
     """``work`` with a session factory and the configured payment providers, built as the
     payment jobs build them. The provider is called between transactions, so ``work`` opens
     its own sessions; the one ``with_session`` hands out only lends its engine."""
+    from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+    from booking.payments.registry import Gateways
 
     async def run(session: AsyncSession) -> T:
         engine = session.bind
@@ -121,36 +98,15 @@ def _with_gateways(
         finally:
             await gateways.aclose()
 
-    return with_session(settings, run)
-
-
-def _listing(
-    rows: Sequence[Any],
-    display: Callable[[Any], dict[str, Any]],
-    columns: Sequence[tuple[str, str]],
-    *,
-    as_json: bool,
-    title: str,
-    empty: str,
-) -> None:
-    """Rows as ``{"items": [...]}`` (every field) or a table of ``display`` values; exit 3 when
-    there are none."""
-    if not rows:
-        nothing(empty, as_json, {"items": []})
-    if as_json:
-        show(rows, columns, as_json=True, title=title, empty=empty)
-    else:
-        show([display(row) for row in rows], columns, as_json=False, title=title, empty=empty)
-
-
-def _when(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return with_session(settings, run, subject)
 
 
 # --- holds -------------------------------------------------------------------------------
 
 
 def _hold_display(row: ops.HoldRow) -> dict[str, Any]:
+    from booking.money import money
+
     if row.seconds_left is None:
         left = ""
     elif row.overdue:
@@ -164,7 +120,7 @@ def _hold_display(row: ops.HoldRow) -> dict[str, Any]:
         "state": row.state.value,
         "tickets": row.quantity,
         "total": money(row.total_minor, row.currency),
-        "expires": _when(row.expires_at),
+        "expires": when(row.expires_at),
         "left": left,
     }
 
@@ -181,6 +137,7 @@ def holds_list(
     as_json: JsonOption = False,
 ) -> None:
     """Holds, newest first. Exit 3 when none match."""
+    from booking.ops import service as ops
 
     async def work(session: AsyncSession) -> list[ops.HoldRow]:
         event_id = await ops.resolve_event(session, event) if event is not None else None
@@ -188,23 +145,23 @@ def holds_list(
             session, event_id=event_id, fan_email=fan, expired_only=expired, limit=limit
         )
 
-    rows = _run(settings_of(ctx), work)
-    _listing(
-        rows,
-        _hold_display,
+    show(
+        with_session(settings_of(ctx), work),
         [
-            ("hold", "Hold"),
-            ("event", "Event"),
-            ("owner", "Owner"),
-            ("state", "State"),
-            ("tickets", "Tickets"),
-            ("total", "Total"),
-            ("expires", "Expires"),
-            ("left", "Left"),
+            Column("hold", "Hold", ID),
+            Column("event", "Event", PROSE),
+            Column("owner", "Owner"),
+            Column("state", "State"),
+            Column("tickets", "Tickets"),
+            Column("total", "Total"),
+            Column("expires", "Expires"),
+            Column("left", "Left"),
         ],
         as_json=as_json,
         title="Holds",
         empty="No holds match.",
+        display=_hold_display,
+        empty_is_nothing=True,
     )
 
 
@@ -235,62 +192,62 @@ def holds_release(
 
 
 def _release_one(settings: Settings, hold_id: uuid.UUID, *, yes: bool, as_json: bool) -> None:
+    from booking.ops import service as ops
+
     confirm(f"Release hold {hold_id}? Its tickets go back on sale at once", yes)
 
     async def work(session: AsyncSession) -> HoldView:
-        return await _audited(
+        return await audited(
             session,
-            lambda s: ops.release_hold_by_staff(s, hold_id),
+            lambda: ops.release_hold_by_staff(session, hold_id),
             action="hold.release",
             target_type="hold",
             target_id=str(hold_id),
             details=lambda view: {"event_id": str(view.event_id), "quantity": view.quantity},
         )
 
-    view = _run(settings, work, f"hold {hold_id}")
-    if as_json:
-        print_json(view)
-    else:
-        out.print(f"released hold {hold_id}: {view.quantity} ticket(s) back on sale", highlight=False)
+    view = with_session(settings, work, f"hold {hold_id}")
+    report(as_json, view, f"released hold {hold_id}: {view.quantity} ticket(s) back on sale")
 
 
 def _release_expired(settings: Settings, event: str | None, *, yes: bool, as_json: bool) -> None:
-    async def count(session: AsyncSession) -> tuple[uuid.UUID | None, int]:
+    from booking.ops import service as ops
+
+    async def expired_now(session: AsyncSession) -> tuple[uuid.UUID | None, int]:
         event_id = await ops.resolve_event(session, event) if event is not None else None
         found = await ops.find_holds(session, event_id=event_id, expired_only=True, limit=ops.MAX_LIST)
         return event_id, len(found)
 
-    event_id, expired = _run(settings, count, f"event {event}" if event else "")
+    event_id, expired = with_session(settings, expired_now, f"event {event}" if event else "")
     where = f"of event {event}" if event else "across all events"
     if expired == 0:
         nothing(f"No expired holds {where}; nothing to do.", as_json, {"event_id": event_id, "released": 0})
     confirm(f"Release {expired} expired hold(s) {where}", yes)
 
     async def work(session: AsyncSession) -> int:
-        return await _audited(
+        return await audited(
             session,
-            lambda s: ops.release_expired(s, event_id),
+            lambda: ops.release_expired(session, event_id),
             action="hold.release_expired",
             target_type="event",
             target_id=str(event_id) if event_id else "",
             details=lambda released: {"released": released},
         )
 
-    released = _run(settings, work)
+    released = with_session(settings, work)
     payload = {"event_id": event_id, "released": released}
     if released == 0:
         # Tidied meanwhile by the sweeper.
         nothing(f"No expired holds {where} were left to release.", as_json, payload)
-    if as_json:
-        print_json(payload)
-    else:
-        out.print(f"released {released} expired hold(s) {where}", highlight=False)
+    report(as_json, payload, f"released {released} expired hold(s) {where}")
 
 
 # --- orders ------------------------------------------------------------------------------
 
 
 def _stuck_display(row: ops.StuckOrder) -> dict[str, Any]:
+    from booking.money import money
+
     return {
         "hold": str(row.hold_id),
         "event": row.event_title,
@@ -307,46 +264,59 @@ def _stuck_display(row: ops.StuckOrder) -> dict[str, Any]:
 def orders_stuck(
     ctx: typer.Context,
     older_than: Annotated[
-        int, typer.Option(min=0, max=7 * 86400, help="Seconds a payment must have been pending.")
-    ] = int(ops.STUCK_AFTER.total_seconds()),
+        int | None,
+        typer.Option(
+            min=0,
+            max=7 * 86400,
+            show_default=False,
+            help=(
+                "Seconds a payment must have been pending [default: as long as the reconciliation job waits]."
+            ),
+        ),
+    ] = None,
     limit: LimitOption = 100,
     as_json: JsonOption = False,
 ) -> None:
     """Payments that have not settled: holds in paying past their deadline, and payments
     pending for a while. Exit 3 when there are none."""
+    from booking.ops import service as ops
+
+    after = ops.STUCK_AFTER if older_than is None else dt.timedelta(seconds=older_than)
 
     async def work(session: AsyncSession) -> list[ops.StuckOrder]:
-        return await ops.stuck_orders(session, older_than=dt.timedelta(seconds=older_than), limit=limit)
+        return await ops.stuck_orders(session, older_than=after, limit=limit)
 
-    _listing(
-        _run(settings_of(ctx), work),
-        _stuck_display,
+    show(
+        with_session(settings_of(ctx), work),
         [
-            ("hold", "Hold"),
-            ("event", "Event"),
-            ("buyer", "Buyer"),
-            ("amount", "Amount"),
-            ("provider", "Provider"),
-            ("payment", "Payment"),
-            ("age", "Age"),
-            ("overdue", "Overdue"),
+            Column("hold", "Hold", ID),
+            Column("event", "Event", PROSE),
+            Column("buyer", "Buyer"),
+            Column("amount", "Amount"),
+            Column("provider", "Provider"),
+            Column("payment", "Payment"),
+            Column("age", "Age"),
+            Column("overdue", "Overdue"),
         ],
         as_json=as_json,
         title="Stuck orders",
         empty="No stuck orders.",
+        display=_stuck_display,
+        empty_is_nothing=True,
     )
 
 
 async def _record_settlement(
     sessions: async_sessionmaker[AsyncSession], hold_id: uuid.UUID, reconciled: ops.Reconciled
 ) -> None:
+    from booking.ops.models import Outcome
+
     # The settlement committed in its own transaction (the provider is asked between
     # transactions), so its audit row follows it in another.
     settled = reconciled.settlement
     async with sessions() as session:
-        await audit.record(
+        await record(
             session,
-            actor=audit.Actor.cli(),
             action="order.reconcile",
             outcome=Outcome.OK if settled is not None else Outcome.FAILED,
             target_type="hold",
@@ -361,7 +331,6 @@ async def _record_settlement(
                 else {"detail": reconciled.error}
             ),
         )
-        await session.commit()
 
 
 def _settlement_line(reconciled: ops.Reconciled) -> str:
@@ -395,6 +364,9 @@ def orders_reconcile(
 
 
 def _reconcile_one(settings: Settings, hold_id: uuid.UUID, *, as_json: bool) -> None:
+    from booking.errors import BookingError
+    from booking.ops import service as ops
+
     async def work(sessions: async_sessionmaker[AsyncSession], gateways: Gateways) -> ops.Reconciled:
         try:
             settled = await ops.reconcile_order(sessions, gateways, hold_id)
@@ -406,21 +378,17 @@ def _reconcile_one(settings: Settings, hold_id: uuid.UUID, *, as_json: bool) -> 
         await _record_settlement(sessions, hold_id, reconciled)
         return reconciled
 
-    try:
-        reconciled = _with_gateways(settings, work)
-    except BookingError as error:
-        fail(f"hold {hold_id}: {_describe(error)}")
-    if as_json:
-        print_json(reconciled.settlement)
-    else:
-        out.print(_settlement_line(reconciled), highlight=False)
+    reconciled = _with_gateways(settings, work, f"hold {hold_id}")
+    report(as_json, reconciled.settlement, _settlement_line(reconciled))
 
 
 def _reconcile_all(settings: Settings, *, yes: bool, as_json: bool) -> None:
+    from booking.ops import service as ops
+
     async def pending(session: AsyncSession) -> int:
         return sum(row.payment_id is not None for row in await ops.stuck_orders(session))
 
-    waiting = _run(settings, pending)
+    waiting = with_session(settings, pending)
     if waiting == 0:
         nothing("No stuck orders with a pending payment; nothing to do.", as_json, {"items": []})
     confirm(f"Settle {waiting} stuck order(s) with their payment providers", yes)
@@ -432,11 +400,7 @@ def _reconcile_all(settings: Settings, *, yes: bool, as_json: bool) -> None:
         return done
 
     done = _with_gateways(settings, work)
-    if as_json:
-        print_json({"items": done})
-    else:
-        for reconciled in done:
-            out.print(_settlement_line(reconciled), highlight=False)
+    report(as_json, {"items": done}, *(_settlement_line(reconciled) for reconciled in done))
     if not done:
         raise typer.Exit(3)
     if any(r.settlement is None for r in done):
@@ -452,13 +416,16 @@ def orders_refund(
 ) -> None:
     """Refund a confirmed order: seats back on sale, tickets revoked, the payment refunded
     (no cancellation cut-off applies to staff)."""
+    from booking.money import money
+    from booking.ops import service as ops
+
     settings = settings_of(ctx)
     confirm(f"Refund order {order_id}? Its tickets stop working at once", yes)
 
     async def work(session: AsyncSession) -> ops.StaffRefund:
-        return await _audited(
+        return await audited(
             session,
-            lambda s: ops.refund_order_by_staff(s, order_id),
+            lambda: ops.refund_order_by_staff(session, order_id),
             action="order.refund",
             target_type="order",
             target_id=str(order_id),
@@ -469,23 +436,22 @@ def orders_refund(
             },
         )
 
-    refunded = _run(settings, work, f"order {order_id}")
-    if as_json:
-        print_json(refunded)
-        return
+    refunded = with_session(settings, work, f"order {order_id}")
     amount = money(refunded.order.total_minor, refunded.order.currency)
     how = (
         "refund recorded with the provider"
         if refunded.refund_recorded
         else "paid at a till: hand it back in person"
     )
-    out.print(f"refunded order {order_id}: {amount} ({how})", highlight=False)
+    report(as_json, refunded, f"refunded order {order_id}: {amount} ({how})")
 
 
 # --- refunds -----------------------------------------------------------------------------
 
 
 def _refund_display(row: payments.RefundView) -> dict[str, Any]:
+    from booking.money import money
+
     return {
         "refund": str(row.id),
         "state": row.state,
@@ -493,8 +459,8 @@ def _refund_display(row: payments.RefundView) -> dict[str, Any]:
         "provider": row.provider,
         "order": str(row.order_id) if row.order_id else f"hold {row.hold_id}",
         "attempts": str(row.attempts),
-        "error": (row.last_error or "")[:60],
-        "since": _when(row.updated_at),
+        "error": row.last_error or "",
+        "since": when(row.updated_at),
     }
 
 
@@ -502,8 +468,12 @@ def _refund_display(row: payments.RefundView) -> dict[str, Any]:
 def refunds_list(
     ctx: typer.Context,
     state: Annotated[
-        list[RefundState] | None,
-        typer.Option(help="Only refunds in this state (repeat for several). Default: not paid back yet."),
+        list[str] | None,
+        typer.Option(
+            parser=enum_parser(_refund_states),
+            metavar="[pending|submitted|succeeded|failed]",
+            help="Only refunds in this state (repeat for several). Default: not paid back yet.",
+        ),
     ] = None,
     limit: LimitOption = 100,
     as_json: JsonOption = False,
@@ -511,27 +481,32 @@ def refunds_list(
     """Refunds, newest first: by default those not paid back yet (pending, submitted to the
     provider, failed). A failed one needs someone: see its error, then `refunds retry`. Exit
     3 when there are none."""
-    states = set(state) if state else payments.UNSETTLED_REFUND_STATES
+    from booking.payments import service as payments
+    from booking.payments.models import RefundState
+
+    states = {RefundState(s) for s in state} if state else payments.UNSETTLED_REFUND_STATES
 
     async def work(session: AsyncSession) -> list[payments.RefundView]:
         return await payments.list_refunds(session, states=states, limit=limit)
 
-    _listing(
-        _run(settings_of(ctx), work),
-        _refund_display,
+    show(
+        with_session(settings_of(ctx), work),
         [
-            ("refund", "Refund"),
-            ("state", "State"),
-            ("amount", "Amount"),
-            ("provider", "Provider"),
-            ("order", "Order"),
-            ("attempts", "Errors"),
-            ("error", "Last error"),
-            ("since", "Since"),
+            Column("refund", "Refund", ID),
+            Column("state", "State"),
+            Column("amount", "Amount"),
+            Column("provider", "Provider"),
+            # An order id, or "hold <id>" for a refund of a payment that never became one.
+            Column("order", "Order", ID),
+            Column("attempts", "Errors"),
+            Column("error", "Last error", PROSE),
+            Column("since", "Since"),
         ],
         as_json=as_json,
         title="Refunds",
         empty="No refunds waiting.",
+        display=_refund_display,
+        empty_is_nothing=True,
     )
 
 
@@ -544,6 +519,10 @@ def refunds_retry(
 ) -> None:
     """Pay a failed refund again: the refund job sends it to the provider as a new request
     within a minute. Only failed refunds (exit 1 otherwise)."""
+    from booking.errors import RefundNotFailed
+    from booking.payments import service as payments
+    from booking.payments.models import RefundState
+
     settings = settings_of(ctx)
     confirm(f"Send refund {refund_id} to the provider again?", yes)
 
@@ -553,35 +532,38 @@ def refunds_retry(
         return True
 
     async def work(session: AsyncSession) -> bool:
-        return await _audited(
+        return await audited(
             session,
-            act,
+            lambda: act(session),
             action="refund.retry",
             target_type="refund",
             target_id=str(refund_id),
             details=lambda _: {},
         )
 
-    _run(settings, work, f"refund {refund_id}")
-    if as_json:
-        print_json({"id": str(refund_id), "state": RefundState.PENDING.value})
-        return
-    out.print(f"refund {refund_id}: pending again; the refund job pays it within a minute", highlight=False)
+    with_session(settings, work, f"refund {refund_id}")
+    report(
+        as_json,
+        {"id": str(refund_id), "state": RefundState.PENDING.value},
+        f"refund {refund_id}: pending again; the refund job pays it within a minute",
+    )
 
 
 # --- sale --------------------------------------------------------------------------------
 
 
 def _move_sale(settings: Settings, ref: str, verb: str, as_json: bool) -> None:
+    from booking.ops import service as ops
+
     move = ops.pause_sale if verb == "pause" else ops.resume_sale
 
     async def act(session: AsyncSession) -> ops.SaleChange:
         return await move(session, await ops.resolve_event(session, ref))
 
     async def work(session: AsyncSession) -> ops.SaleChange:
-        return await _audited(
+        return await audited(
             session,
-            act,
+            lambda: act(session),
             action=f"sale.{verb}",
             target_type="event",
             target_id=ref,
@@ -592,11 +574,12 @@ def _move_sale(settings: Settings, ref: str, verb: str, as_json: bool) -> None:
             },
         )
 
-    change = _run(settings, work, f"event {ref}")
-    if as_json:
-        print_json(change)
-    else:
-        out.print(f"{change.title} ({change.event_id}): {change.previous.value} → {change.status.value}")
+    change = with_session(settings, work, f"event {ref}")
+    report(
+        as_json,
+        change,
+        f"{change.title} ({change.event_id}): {change.previous.value} → {change.status.value}",
+    )
 
 
 @sale_app.command("pause")

@@ -8,52 +8,63 @@ Every command that changes something writes an audit row as the person at this t
 for staff keys in the same transaction as the change; for jobs, whose changes live in Redis,
 the database is reached before Redis is touched, so a change is not left without its row.
 A change the system refuses (an unknown job, a name already taken) leaves a ``failed`` row.
+
+RQ, Redis and the booking services are imported inside each command, so that loading this
+module (for ``--help``, or for another command) costs nothing but Typer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import json
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from redis import Redis
-from redis.exceptions import RedisError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from booking.accounts import staff as staff_keys
-from booking.accounts.models import StaffRole
-from booking.errors import BookingError, UnknownQueue
-from booking.ops import audit
-from booking.ops.models import Outcome
-from booking.settings import Settings
 from console.cli_common import (
     FAILED,
+    ID,
+    PROSE,
     USAGE,
+    Column,
     JsonOption,
     YesOption,
+    audited,
     confirm,
+    count,
+    duration,
+    enum_parser,
     err,
     fail,
+    first_line,
     nothing,
     ops_redis,
-    out,
     plain,
     print_json,
+    record,
+    report,
+    say,
     settings_of,
     show,
+    when,
     with_session,
 )
-from jobs import admin
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from booking.accounts import staff as staff_keys
+    from booking.accounts.models import StaffRole
+    from booking.ops import audit
+    from booking.ops.models import Outcome
+    from booking.settings import Settings
+    from jobs import admin
 
 T = TypeVar("T")
 
@@ -69,27 +80,33 @@ FOLLOW_BATCH = 500
 STAFF_NAME_MAX = 120
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def _staff_roles() -> type[StaffRole]:
+    from booking.accounts.models import StaffRole
+
+    return StaffRole
 
 
 @contextmanager
 def _redis(settings: Settings) -> Iterator[Redis]:
     """The ops Redis; unreachable is one line and exit 1."""
+    from redis.exceptions import RedisError
+
     client = ops_redis(settings)
     try:
         yield client
     except RedisError as error:
-        fail(f"cannot reach Redis: {_first_line(error)}")
+        fail(f"cannot reach Redis: {first_line(error)}")
     finally:
         client.close()
 
 
 def _queue_or_usage(queue: str | None) -> None:
     """An unknown queue name is bad usage (exit 2), and the message lists the names."""
+    from booking.errors import UnknownQueue
+    from jobs.queues import queue_names
+
     try:
-        admin.queue_names(queue)
+        queue_names(queue)
     except UnknownQueue as error:
         fail(error.detail, code=USAGE)
 
@@ -110,85 +127,18 @@ def _audited_redis_change(
     """Make ``change`` (in Redis) and write its audit row. The database is reached first, so
     a database that is down stops the command before anything changed. A refusal (unknown
     job, job not failed) or an unreachable Redis leaves a ``failed`` row and exits 1."""
-    actor = audit.Actor.cli()
 
-    async def work(session: AsyncSession) -> T | BaseException:
+    async def work(session: AsyncSession) -> T:
         await _reach(session)
-        try:
-            result = change()
-        except (BookingError, RedisError) as error:
-            problem = error.code if isinstance(error, BookingError) else "redis-unreachable"
-            await audit.record(
-                session,
-                actor=actor,
-                action=action,
-                outcome=Outcome.FAILED,
-                target_type=target_type,
-                target_id=target_id,
-                details={"problem": problem, "detail": _first_line(error)},
-            )
-            await session.commit()
-            return error
-        await audit.record(
-            session,
-            actor=actor,
-            action=action,
-            outcome=Outcome.OK,
-            target_type=target_type,
-            target_id=target_id,
-            details=details(result),
+
+        async def make() -> T:
+            return change()
+
+        return await audited(
+            session, make, action=action, target_type=target_type, target_id=target_id, details=details
         )
-        await session.commit()
-        return result
 
-    outcome = with_session(settings, work)
-    if isinstance(outcome, BookingError):
-        fail(outcome.detail)
-    if isinstance(outcome, RedisError):
-        fail(f"cannot reach Redis: {_first_line(outcome)}")
-    assert not isinstance(outcome, BaseException)
-    return outcome
-
-
-def _count(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _table(
-    rows: Sequence[dict[str, Any]],
-    columns: Sequence[tuple[str, str]],
-    *,
-    title: str,
-    empty: str,
-    whole: frozenset[str],
-) -> None:
-    """Rows for people, as ``cli_common.show`` draws them, except that the ``whole`` columns
-    (ids an operator copies into the next command) fold onto more lines instead of being
-    cut short with an ellipsis on a narrow terminal."""
-    if not rows:
-        out.print(empty, highlight=False)
-        return
-    table = Table(title=title, title_justify="left")
-    for key, heading in columns:
-        table.add_column(heading, overflow="fold" if key in whole else "ellipsis")
-    for row in rows:
-        table.add_row(*("" if row.get(key) is None else str(row.get(key)) for key, _ in columns))
-    out.print(table)
-
-
-def _when(moment: dt.datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m {whole % 60:02d}s"
-    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return with_session(settings, work)
 
 
 # -- queues -------------------------------------------------------------------------------
@@ -198,6 +148,8 @@ def _age(seconds: float | None) -> str:
 def queues_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Each queue's depth (queued, running, scheduled, deferred, failed, how long the next job
     has waited) and every worker with its state, current job and last heartbeat."""
+    from jobs import admin
+
     with _redis(settings_of(ctx)) as redis:
         status = admin.queue_status(redis)
     if as_json:
@@ -205,48 +157,44 @@ def queues_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         return
     now = dt.datetime.now(dt.UTC)
     show(
+        status.queues,  # one row per queue, in the order workers take them
         [
-            {**plain(q), "oldest": _age(q.oldest_queued_age)}
-            for q in status.queues  # one row per queue, in the order workers take them
-        ],
-        [
-            ("name", "queue"),
-            ("queued", "queued"),
-            ("started", "running"),
-            ("scheduled", "scheduled"),
-            ("deferred", "deferred"),
-            ("failed", "failed"),
-            ("oldest", "next job waited"),
+            Column("name", "queue"),
+            Column("queued", "queued"),
+            Column("started", "running"),
+            Column("scheduled", "scheduled"),
+            Column("deferred", "deferred"),
+            Column("failed", "failed"),
+            Column("oldest", "next job waited"),
         ],
         as_json=False,
         title="Queues",
         empty="no queues",
+        display=lambda q: {**plain(q), "oldest": duration(q.oldest_queued_age)},
     )
-    _table(
+    show(
+        status.workers,
         [
-            {
-                "name": w.name,
-                "state": w.state,
-                "queues": ", ".join(w.queues),
-                "current_job": w.current_job,
-                "heartbeat": _age((now - w.last_heartbeat).total_seconds()) + " ago"
-                if w.last_heartbeat
-                else "",
-                "birth": _when(w.birth),
-            }
-            for w in status.workers
+            Column("name", "worker", ID),
+            Column("state", "state"),
+            Column("queues", "queues"),
+            Column("current_job", "current job", ID),
+            Column("heartbeat", "last heartbeat"),
+            Column("birth", "started"),
         ],
-        [
-            ("name", "worker"),
-            ("state", "state"),
-            ("queues", "queues"),
-            ("current_job", "current job"),
-            ("heartbeat", "last heartbeat"),
-            ("birth", "started"),
-        ],
+        as_json=False,
         title="Workers",
         empty="no workers are running: start one with `boxoffice worker`",
-        whole=frozenset({"name", "current_job"}),
+        display=lambda w: {
+            "name": w.name,
+            "state": w.state,
+            "queues": ", ".join(w.queues),
+            "current_job": w.current_job,
+            "heartbeat": duration((now - w.last_heartbeat).total_seconds()) + " ago"
+            if w.last_heartbeat
+            else "",
+            "birth": when(w.birth),
+        },
     )
 
 
@@ -260,6 +208,11 @@ def queues_drain(
     """Run the jobs queued on NAME now, in this process, until the queue is empty (at most
     as many as were queued when it started). Exit 3 if it is already empty, 1 if any job
     failed (see `boxoffice jobs failed`). Ctrl-C stops after the running job."""
+    from redis.exceptions import RedisError
+
+    from booking.ops.models import Outcome
+    from jobs import admin
+
     settings = settings_of(ctx)
     _queue_or_usage(name)
     with _redis(settings) as redis:
@@ -267,25 +220,28 @@ def queues_drain(
         total = next(q.queued for q in queued.queues if q.name == name)
         if total == 0:
             nothing(f"queue {name} is empty; nothing to drain", as_json, {"queue": name, "done": 0})
-        confirm(f"Run the {_count(total, 'job')} queued on {name} here, now?", yes)
+        confirm(f"Run the {count(total, 'job')} queued on {name} here, now?", yes)
         # The row is written after the run (it records the counts): make sure it can be.
         with_session(settings, _reach)
         try:
             result = _drain_with_progress(redis, name, total, show_progress=not as_json)
         except RedisError as error:
-            _record(settings, "queue.drain", Outcome.FAILED, "queue", name, {"detail": _first_line(error)})
+            _record(settings, "queue.drain", Outcome.FAILED, "queue", name, {"detail": first_line(error)})
             raise
     _record(settings, "queue.drain", Outcome.OK, "queue", name, plain(result))
-    if as_json:
-        print_json(result)
-    else:
-        left = f"; {result.left} queued since" if result.left else ""
-        out.print(f"drained {name}: ran {result.done} of {result.total}, {result.failed} failed{left}")
+    left = f"; {result.left} queued since" if result.left else ""
+    report(
+        as_json, result, f"drained {name}: ran {result.done} of {result.total}, {result.failed} failed{left}"
+    )
     if result.failed:
-        fail(f"{_count(result.failed, 'job')} failed: see `boxoffice jobs failed --queue {name}`", FAILED)
+        fail(f"{count(result.failed, 'job')} failed: see `boxoffice jobs failed --queue {name}`", FAILED)
 
 
 def _drain_with_progress(redis: Redis, name: str, total: int, *, show_progress: bool) -> admin.DrainResult:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from jobs import admin
+
     if not show_progress:
         return admin.drain(redis, name)
     columns = (TextColumn(f"draining {name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -298,21 +254,19 @@ def _record(
     settings: Settings,
     action: str,
     outcome: Outcome,
-    target_type: str,
+    target_type: str | None,
     target_id: str | None,
     details: dict[str, Any],
 ) -> None:
     async def work(session: AsyncSession) -> None:
-        await audit.record(
+        await record(
             session,
-            actor=audit.Actor.cli(),
             action=action,
             outcome=outcome,
             target_type=target_type,
             target_id=target_id,
             details=details,
         )
-        await session.commit()
 
     with_session(settings, work)
 
@@ -328,21 +282,28 @@ def jobs_failed(
     as_json: JsonOption = False,
 ) -> None:
     """Failed jobs, most recent first: function, arguments, when, and the error's last line."""
+    from jobs import admin
+
     _queue_or_usage(queue)
     with _redis(settings_of(ctx)) as redis:
         failed = admin.failed_jobs(redis, queue, limit)
-    if as_json:
-        print_json({"items": failed})
-        return
-    _table(
+    show(
+        failed,
         [
-            {**plain(job), "call": f"{job.function}({job.args})", "ended": _when(job.ended_at)}
-            for job in failed
+            Column("id", "job", ID),
+            Column("queue", "queue"),
+            Column("ended", "failed at"),
+            Column("call", "call"),
+            Column("error", "error", PROSE),
         ],
-        [("id", "job"), ("queue", "queue"), ("ended", "failed at"), ("call", "call"), ("error", "error")],
+        as_json=as_json,
         title="Failed jobs",
         empty="no failed jobs",
-        whole=frozenset({"id", "call", "error"}),
+        display=lambda job: {
+            **plain(job),
+            "call": f"{job.function}({job.args})",
+            "ended": when(job.ended_at),
+        },
     )
 
 
@@ -356,6 +317,8 @@ def jobs_requeue(
     as_json: JsonOption = False,
 ) -> None:
     """Put a failed job (JOB_ID) or every failed job (--all, asks first) back on its queue."""
+    from jobs import admin
+
     if (job_id is None) == (not every):
         fail("give a JOB_ID or --all (not both)", code=USAGE)
     if queue is not None and not every:
@@ -371,19 +334,16 @@ def jobs_requeue(
                 change=lambda: admin.requeue(redis, job_id),
                 details=lambda job: {"queue": job.queue},
             )
-        if as_json:
-            print_json(requeued)
-        else:
-            out.print(f"requeued job {requeued.id} on {requeued.queue}", highlight=False)
+        report(as_json, requeued, f"requeued job {requeued.id} on {requeued.queue}")
         return
     _queue_or_usage(queue)
     where = f" on {queue}" if queue else ""
     with _redis(settings) as redis:
         status = admin.queue_status(redis)
-        count = sum(q.failed for q in status.queues if queue in (None, q.name))
-        if count == 0:
+        failed = sum(q.failed for q in status.queues if queue in (None, q.name))
+        if failed == 0:
             nothing(f"no failed jobs{where}; nothing to requeue", as_json, {"requeued": 0})
-        confirm(f"Requeue {_count(count, 'failed job')}{where}?", yes)
+        confirm(f"Requeue {count(failed, 'failed job')}{where}?", yes)
         done = _audited_redis_change(
             settings,
             action="jobs.requeue_failed",
@@ -392,10 +352,7 @@ def jobs_requeue(
             change=lambda: admin.requeue_all(redis, queue),
             details=lambda n: {"requeued": n},
         )
-    if as_json:
-        print_json({"requeued": done})
-    else:
-        out.print(f"requeued {_count(done, 'failed job')}{where}", highlight=False)
+    report(as_json, {"requeued": done}, f"requeued {count(done, 'failed job')}{where}")
 
 
 @jobs_app.command("delete")
@@ -406,6 +363,8 @@ def jobs_delete(
     as_json: JsonOption = False,
 ) -> None:
     """Delete a failed job and its results for good (asks first). Only failed jobs."""
+    from jobs import admin
+
     settings = settings_of(ctx)
     confirm(f"Delete failed job {job_id} for good?", yes)
     with _redis(settings) as redis:
@@ -417,10 +376,11 @@ def jobs_delete(
             change=lambda: admin.delete_failed(redis, job_id),
             details=lambda origin: {"queue": origin},
         )
-    if as_json:
-        print_json({"id": job_id, "queue": queue, "deleted": True})
-    else:
-        out.print(f"deleted failed job {job_id} (queue {queue})", highlight=False)
+    report(
+        as_json,
+        {"id": job_id, "queue": queue, "deleted": True},
+        f"deleted failed job {job_id} (queue {queue})",
+    )
 
 
 # -- staff keys ---------------------------------------------------------------------------
@@ -429,42 +389,52 @@ def jobs_delete(
 @staff_app.command("create-key")
 def staff_create_key(
     ctx: typer.Context,
-    role: Annotated[StaffRole, typer.Option(case_sensitive=False, help="What the key may do.")],
+    role: Annotated[
+        str,
+        typer.Option(
+            parser=enum_parser(_staff_roles),
+            metavar="[box_office|on_call|gate|admin]",
+            help="What the key may do.",
+        ),
+    ],
     name: Annotated[str, typer.Option(help="A unique name: who or which till holds it.")],
     as_json: JsonOption = False,
 ) -> None:
     """Create a staff key and print its secret, once: only its hash is kept."""
+    from sqlalchemy.exc import IntegrityError
+
+    from booking.accounts import staff as staff_keys
+    from booking.accounts.models import StaffRole
+    from booking.ops.models import Outcome
+
     if not name.strip() or len(name) > STAFF_NAME_MAX or "\x00" in name:
         fail(f"--name must be 1 to {STAFF_NAME_MAX} characters", code=USAGE)
-    actor = audit.Actor.cli()
+    chosen = StaffRole(role)
 
     async def work(session: AsyncSession) -> staff_keys.IssuedKey | None:
         try:
-            issued = await staff_keys.create_key(session, name, role)
+            issued = await staff_keys.create_key(session, name, chosen)
         except (staff_keys.StaffKeyExists, IntegrityError):
             # IntegrityError: another terminal took the name between the check and the insert.
             await session.rollback()
-            await audit.record(
+            await record(
                 session,
-                actor=actor,
                 action="staff_key.create",
                 outcome=Outcome.FAILED,
                 target_type="staff_key",
                 target_id=name,
-                details={"role": role.value, "problem": "name-taken"},
+                details={"role": chosen.value, "problem": "name-taken"},
             )
-            await session.commit()
             return None
-        await audit.record(
+        # The key and its audit row commit together.
+        await record(
             session,
-            actor=actor,
             action="staff_key.create",
             outcome=Outcome.OK,
             target_type="staff_key",
             target_id=name,
-            details={"role": role.value, "key_id": str(issued.id)},
+            details={"role": chosen.value, "key_id": str(issued.id)},
         )
-        await session.commit()
         return issued
 
     issued = with_session(settings_of(ctx), work)
@@ -473,45 +443,40 @@ def staff_create_key(
     if as_json:
         print_json({"id": issued.id, "name": issued.name, "role": issued.role, "secret": issued.secret})
         return
-    out.print(f"created staff key {issued.name!r} ({issued.role.value})", highlight=False)
-    out.print(issued.secret, highlight=False, soft_wrap=True)
+    say(f"created staff key {issued.name!r} ({issued.role.value})")
+    say(issued.secret)
     err.print("[bold yellow]Store this secret now: it is not shown again.[/]", highlight=False)
 
 
 @staff_app.command("list")
 def staff_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Every staff key, live ones first (never the secrets)."""
+    from booking.accounts import staff as staff_keys
 
     async def work(session: AsyncSession) -> list[staff_keys.KeyView]:
         return await staff_keys.list_keys(session)
 
-    keys = with_session(settings_of(ctx), work)
-    if as_json:
-        print_json({"items": keys})
-        return
     show(
+        with_session(settings_of(ctx), work),
         [
-            {
-                "name": k.name,
-                "role": k.role.value,
-                "state": "revoked" if k.revoked_at else "live",
-                "created": _when(k.created_at),
-                "used": _when(k.last_used_at) or "never",
-                "revoked": _when(k.revoked_at),
-            }
-            for k in keys
+            Column("name", "name", PROSE),
+            Column("role", "role"),
+            Column("state", "state"),
+            Column("created", "created"),
+            Column("used", "last used"),
+            Column("revoked", "revoked"),
         ],
-        [
-            ("name", "name"),
-            ("role", "role"),
-            ("state", "state"),
-            ("created", "created"),
-            ("used", "last used"),
-            ("revoked", "revoked"),
-        ],
-        as_json=False,
+        as_json=as_json,
         title="Staff keys",
         empty="no staff keys: make one with `boxoffice staff create-key`",
+        display=lambda k: {
+            "name": k.name,
+            "role": k.role.value,
+            "state": "revoked" if k.revoked_at else "live",
+            "created": when(k.created_at),
+            "used": when(k.last_used_at) or "never",
+            "revoked": when(k.revoked_at),
+        },
     )
 
 
@@ -523,29 +488,26 @@ def staff_revoke(
     as_json: JsonOption = False,
 ) -> None:
     """Revoke a staff key (asks first): it stops working at once; its name stays taken."""
+    from booking.accounts import staff as staff_keys
+    from booking.ops.models import Outcome
+
     confirm(f"Revoke staff key {name!r} (it stops working at once)?", yes)
-    actor = audit.Actor.cli()
 
     async def work(session: AsyncSession) -> bool:
         revoked = await staff_keys.revoke_key(session, name)
-        await audit.record(
+        await record(
             session,
-            actor=actor,
             action="staff_key.revoke",
             outcome=Outcome.OK if revoked else Outcome.FAILED,
             target_type="staff_key",
             target_id=name,
             details={} if revoked else {"problem": "staff-key-not-found"},
         )
-        await session.commit()
         return revoked
 
     if not with_session(settings_of(ctx), work):
         fail(f"no live staff key called {name!r}")
-    if as_json:
-        print_json({"name": name, "revoked": True})
-    else:
-        out.print(f"revoked staff key {name!r}", highlight=False)
+    report(as_json, {"name": name, "revoked": True}, f"revoked staff key {name!r}")
 
 
 # -- audit log ----------------------------------------------------------------------------
@@ -560,7 +522,7 @@ def _target(entry: audit.AuditView) -> str:
 def _audit_line(entry: audit.AuditView) -> str:
     target = _target(entry)
     return (
-        f"#{entry.id} {_when(entry.at)} {entry.actor_type}:{entry.actor_name} "
+        f"#{entry.id} {when(entry.at)} {entry.actor_type}:{entry.actor_name} "
         f"{entry.action} {target} {entry.outcome}"
     ).replace("  ", " ")
 
@@ -577,13 +539,17 @@ def audit_tail(
 ) -> None:
     """The latest audit entries, oldest first. With --follow, new ones as they come (checked
     every second), each printed once; with --follow --json, one JSON object per line."""
+    import asyncio
+
+    from booking.ops import audit
+
     settings = settings_of(ctx)
 
     def emit(entry: audit.AuditView) -> None:
         if as_json:
             _print_json_line(entry)
         else:
-            out.print(_audit_line(entry), highlight=False, soft_wrap=True)
+            say(_audit_line(entry))
 
     async def work(session: AsyncSession) -> None:
         latest = list(reversed(await audit.tail(session, limit=limit, action=action)))
@@ -618,6 +584,8 @@ def audit_tail(
 
 
 async def _newest_id(session: AsyncSession) -> int:
+    from booking.ops import audit
+
     newest = await audit.tail(session, limit=1)
     await session.rollback()
     return newest[0].id if newest else 0
@@ -626,6 +594,8 @@ async def _newest_id(session: AsyncSession) -> int:
 async def _entries_after(session: AsyncSession, last: int, action: str | None) -> list[audit.AuditView]:
     """Every entry after ``last``, oldest first. ``tail`` answers newest first with a limit,
     so a full answer may have left older ones out: ask again with a larger limit."""
+    from booking.ops import audit
+
     batch = FOLLOW_BATCH
     while True:
         entries = await audit.tail(session, limit=batch, after_id=last, action=action)
@@ -636,32 +606,27 @@ async def _entries_after(session: AsyncSession, last: int, action: str | None) -
 
 
 def _show_audit(entries: list[audit.AuditView], as_json: bool) -> None:
-    if as_json:
-        print_json({"items": entries})
-        return
-    _table(
+    show(
+        entries,
         [
-            {
-                "id": e.id,
-                "at": _when(e.at),
-                "actor": f"{e.actor_type}:{e.actor_name}",
-                "action": e.action,
-                "target": _target(e),
-                "outcome": e.outcome,
-            }
-            for e in entries
+            Column("id", "#"),
+            Column("at", "at"),
+            Column("actor", "actor", PROSE),
+            Column("action", "action"),
+            Column("target", "target", ID),
+            Column("outcome", "outcome"),
         ],
-        [
-            ("id", "#"),
-            ("at", "at"),
-            ("actor", "actor"),
-            ("action", "action"),
-            ("target", "target"),
-            ("outcome", "outcome"),
-        ],
+        as_json=as_json,
         title="Audit log",
         empty="the audit log is empty",
-        whole=frozenset({"target"}),
+        display=lambda e: {
+            "id": e.id,
+            "at": when(e.at),
+            "actor": f"{e.actor_type}:{e.actor_name}",
+            "action": e.action,
+            "target": _target(e),
+            "outcome": e.outcome,
+        },
     )
 
 

@@ -3,7 +3,7 @@ delete, and draining a queue in this process.
 
 Everything here goes through RQ's own objects (queues, registries, ``Worker.all``) on a
 synchronous Redis connection, and returns plain dataclasses so the staff API and the CLI
-render the same facts. Only Boxoffice's queues (``daemon.worker.QUEUES``) are looked at or
+render the same facts. Only Boxoffice's queues (``jobs.queues.QUEUES``) are looked at or
 acted on.
 
 Concurrent operators are safe: requeueing or deleting a failed job first removes it from
@@ -31,8 +31,8 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
-from booking.errors import BookingError, JobNotFailed, JobNotFound, UnknownQueue
-from daemon.worker import QUEUES
+from booking.errors import BookingError, JobNotFailed, JobNotFound
+from jobs.queues import QUEUES, queue_names
 
 # RQ refuses any other job id; ours are uuid4 hex or our own ``<kind>-<uuid>[-<time>]``.
 JOB_ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
@@ -97,19 +97,6 @@ class DrainResult:
     done: int  # jobs run here, whatever their outcome
     failed: int  # of those, how many failed (kept in the failed registry, or put back to retry)
     left: int  # queued when the drain ended
-
-
-def queue_names(queue: str | None = None) -> tuple[str, ...]:
-    """Our queues, or just ``queue``.
-
-    Raises:
-        UnknownQueue: ``queue`` is not one of ours.
-    """
-    if queue is None:
-        return QUEUES
-    if queue not in QUEUES:
-        raise UnknownQueue(f"No queue called {queue[:60]!r}; the queues are: {', '.join(QUEUES)}.")
-    return (queue,)
 
 
 def queue_status(redis: Redis) -> Status:

@@ -20,13 +20,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.coordinate import Coordinate
-from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from console.tui.base import ConsoleScreen
 from console.tui.client import ApiProblem, Unreachable
 from console.tui.format import money, when
-from console.tui.modals import AskModal, CashModal, ConfirmModal
+from console.tui.modals import AskModal, CashModal, ConfirmModal, Dialog
 
 STATE_STYLE = {
     "available": "bold green",
@@ -54,10 +53,9 @@ def qr_text(token: str) -> Text:
     return Text("\n".join(lines), style="black on white")
 
 
-class TicketsModal(ModalScreen[None]):
-    """The confirmed order: change due, each ticket with its QR code, where the PDFs are."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,enter", "close", "Done")]
+class TicketsModal(Dialog[None]):
+    """The confirmed order: change due, each ticket with its QR code, where the PDFs are.
+    Enter or Escape closes it, for the next sale."""
 
     def __init__(self, summary: str, tickets: list[tuple[str, str, Path]]) -> None:
         super().__init__()
@@ -72,7 +70,7 @@ class TicketsModal(ModalScreen[None]):
                 yield Static(qr_text(token), classes="qr")
             yield Static("Enter or Escape: next sale", classes="hint")
 
-    def action_close(self) -> None:
+    def action_submit(self) -> None:
         self.dismiss(None)
 
 

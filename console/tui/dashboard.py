@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import math
+import time
 from typing import Any
 
 from textual.app import ComposeResult
@@ -9,16 +13,38 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from console.tui.base import ConsoleScreen
-from console.tui.client import ApiProblem
-from console.tui.format import money, when
+from console.tui.client import ApiProblem, Unreachable
+from console.tui.format import at_the_event, money, when
+
+# An event's on-sale window seldom changes: it is asked for again after this many seconds.
+SALE_WINDOW_SECONDS = 60.0
+WINDOW_FIELDS = ("onsale_starts_at", "onsale_ends_at", "timezone")
 
 
 def _revenue(amounts: list[dict[str, Any]]) -> str:
     return ", ".join(money(a["amount_minor"], a["currency"]) for a in amounts) or "-"
 
 
+def sale_status(status: str, window: dict[str, Any] | None, now: dt.datetime) -> str:
+    """The Status column: an event ``on_sale`` whose on-sale window has not opened yet
+    ``opens at`` its opening (the wall clock where the event is), one whose window has
+    closed ``closed at`` its closing; any other status, or an unknown window, as it is."""
+    if status != "on_sale" or window is None:
+        return status
+    if now < dt.datetime.fromisoformat(window["onsale_starts_at"]):
+        return f"opens at {at_the_event(window['onsale_starts_at'], window['timezone'])}"
+    if now >= dt.datetime.fromisoformat(window["onsale_ends_at"]):
+        return f"closed at {at_the_event(window['onsale_ends_at'], window['timezone'])}"
+    return status
+
+
 class DashboardScreen(ConsoleScreen):
     SUB_TITLE = "Dashboard"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Event id -> (when it was asked, monotonic seconds; its on-sale window and zone).
+        self._windows: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def body(self) -> ComposeResult:
         with Vertical(id="dashboard"):
@@ -54,12 +80,16 @@ class DashboardScreen(ConsoleScreen):
             if problem.status != 403:
                 raise
             status = None  # job queues are on-call business; a till sees the sales only
+        windows = await self._sale_windows(
+            [str(e["event_id"]) for e in board["events"] if e["status"] == "on_sale"]
+        )
+        now = dt.datetime.fromisoformat(board["at"])
         events = self.query_one("#events", DataTable)
         events.clear()
         for e in board["events"]:
             events.add_row(
                 e["title"][:40],
-                e["status"],
+                sale_status(e["status"], windows.get(str(e["event_id"])), now),
                 str(e["capacity"]),
                 str(e["available"]),
                 str(e["held"]),
@@ -99,6 +129,28 @@ class DashboardScreen(ConsoleScreen):
             if workers
             else "Workers: none live — holds still expire by their deadline, but the outbox waits"
         )
+
+    async def _sale_windows(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Each event's on-sale window and time zone, which the dashboard does not carry: from
+        the event's public page, asked at once for every event not asked within
+        ``SALE_WINDOW_SECONDS``. An event whose page does not answer is left out (its status
+        is shown as it is) and asked again at the next refresh."""
+        clock = time.monotonic()
+        stale = [
+            event_id
+            for event_id in event_ids
+            if clock - self._windows.get(event_id, (-math.inf, {}))[0] >= SALE_WINDOW_SECONDS
+        ]
+        answers = await asyncio.gather(
+            *(self.client.get(f"/events/{event_id}") for event_id in stale), return_exceptions=True
+        )
+        for event_id, answer in zip(stale, answers, strict=True):
+            if isinstance(answer, Unreachable | ApiProblem):
+                continue
+            if isinstance(answer, BaseException):
+                raise answer
+            self._windows[event_id] = (clock, {field: answer[field] for field in WINDOW_FIELDS})
+        return {event_id: self._windows[event_id][1] for event_id in event_ids if event_id in self._windows}
 
 
 def _refunds(board: dict[str, Any]) -> str:

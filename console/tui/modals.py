@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -15,13 +15,37 @@ from textual.widgets import Button, Input, Label, Static
 from booking.money import minor_places
 from console.tui.format import money
 
+T = TypeVar("T")
 
-class ConfirmModal(ModalScreen[bool]):
-    """Yes or no. Enter or y confirms; Escape or n refuses."""
+
+class Dialog(ModalScreen[T]):
+    """A dialog over a screen: Escape cancels it, Enter gives its answer.
+
+    The keys that close a dialog are priority bindings, acted on by the app the moment they
+    arrive. An ordinary binding waits until the focused widget has passed the key on, and a
+    key typed in that moment went to the closing dialog (into its input) and was lost: the
+    till's next key after Escape did nothing."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
+        Binding("escape", "cancel", "Cancel", priority=True),
+        Binding("enter", "submit", "OK", priority=True),
+    ]
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def action_submit(self) -> None:
+        """Close with the answer when there is one; the dialog stays open otherwise."""
+        raise NotImplementedError
+
+
+class ConfirmModal(Dialog[bool]):
+    """Yes or no. y confirms; n or Escape refuses; Enter presses the focused button, No at
+    first."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes", priority=True),
+        Binding("n", "answer(False)", "No", priority=True),
     ]
 
     def __init__(self, question: str) -> None:
@@ -40,6 +64,13 @@ class ConfirmModal(ModalScreen[bool]):
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+    def action_submit(self) -> None:
+        focused = self.focused
+        self.dismiss(isinstance(focused, Button) and focused.id == "yes")
 
     @on(Button.Pressed)
     def pressed(self, event: Button.Pressed) -> None:
@@ -65,10 +96,8 @@ def parse_amount(text: str, currency: str) -> int | None:
         return None
 
 
-class AskModal(ModalScreen[str | None]):
-    """One line of input; Escape cancels (None)."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+class AskModal(Dialog[str | None]):
+    """One line of input, given with Enter; Escape cancels (None)."""
 
     def __init__(self, question: str, placeholder: str = "") -> None:
         super().__init__()
@@ -81,20 +110,15 @@ class AskModal(ModalScreen[str | None]):
             yield Input(placeholder=self.placeholder, id="answer")
             yield Static(id="hint", classes="hint")
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    @on(Input.Submitted)
-    def submitted(self, event: Input.Submitted) -> None:
-        if event.value.strip():
-            self.dismiss(event.value.strip())
+    def action_submit(self) -> None:
+        answer = self.query_one("#answer", Input).value.strip()
+        if answer:
+            self.dismiss(answer)
 
 
-class CashModal(ModalScreen[int | None]):
+class CashModal(Dialog[int | None]):
     """Cash tendered, in the sale's currency; shows the change due as it is typed, and only
-    accepts an amount that covers the total."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    accepts (Enter) an amount that covers the total. Escape cancels (None)."""
 
     def __init__(self, total_minor: int, currency: str) -> None:
         super().__init__()
@@ -107,9 +131,6 @@ class CashModal(ModalScreen[int | None]):
             yield Input(placeholder="e.g. 100 or 100.00", id="tendered")
             yield Static(id="change", classes="hint")
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
     @on(Input.Changed)
     def changed(self, event: Input.Changed) -> None:
         tendered = parse_amount(event.value, self.currency)
@@ -121,8 +142,7 @@ class CashModal(ModalScreen[int | None]):
         else:
             hint.update(f"Change due {money(tendered - self.total_minor, self.currency)}.")
 
-    @on(Input.Submitted)
-    def submitted(self, event: Input.Submitted) -> None:
-        tendered = parse_amount(event.value, self.currency)
+    def action_submit(self) -> None:
+        tendered = parse_amount(self.query_one("#tendered", Input).value, self.currency)
         if tendered is not None and tendered >= self.total_minor:
             self.dismiss(tendered)
