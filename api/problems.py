@@ -1,4 +1,9 @@
-"""Every error leaves the API as application/problem+json with a stable ``type``."""
+"""Every error leaves the API as application/problem+json with a stable ``type``.
+
+The OpenAPI document lists, per operation, the types it can answer with an example of each
+(``api.openapi``): a new type answered here (or a changed title) is declared there too, and
+``tests/api/test_openapi_contract.py`` fails on an answer the document does not declare.
+"""
 
 from __future__ import annotations
 

@@ -6,18 +6,25 @@ its own database cloned from a migrated template, dropped afterwards.
 
 Redis: ``BOXOFFICE_TEST_REDIS_URL``, else an embedded Valkey for the session. Each test that
 asks for ``redis_url`` gets that database flushed first.
+
+Every answer of every Boxoffice app a test starts is checked against its OpenAPI document
+(``tests/api/test_openapi_contract.py``): a test that received an answer the document does
+not declare fails at teardown. With ``BOXOFFICE_TEST_OPENAPI_ANSWERS`` set to a file name,
+the distinct answers of the session are written there, one JSON object a line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -29,6 +36,9 @@ from booking import migrations
 from booking.db import make_async_engine, make_sessionmaker, normalize_url
 from booking.settings import Settings
 from console.stack import EmbeddedPostgres, EmbeddedValkey
+
+if TYPE_CHECKING:
+    from tests.api.test_openapi_contract import AnswerRecorder
 
 TEMPLATE = f"bo_template_{os.getpid()}"
 _counter = itertools.count()
@@ -170,3 +180,30 @@ def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def openapi_answers() -> Iterator[AnswerRecorder]:
+    """Every HTTP answer of the session's Boxoffice apps, whoever serves them (a test client
+    or uvicorn on loopback): ``Litestar.__call__`` is where they all pass."""
+    from litestar import Litestar
+
+    from tests.api.test_openapi_contract import AnswerRecorder
+
+    recorder = AnswerRecorder()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Litestar, "__call__", recorder.wrap(Litestar.__call__))
+        yield recorder
+    if target := os.environ.get("BOXOFFICE_TEST_OPENAPI_ANSWERS"):
+        with open(target, "w", encoding="utf-8") as out:
+            for answer in sorted(recorder.answers, key=str):
+                row = {**vars(answer), "headers": sorted(answer.headers)}
+                out.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture(autouse=True)
+def _answers_are_declared(openapi_answers: AnswerRecorder) -> Iterator[None]:
+    mark = openapi_answers.mark()
+    yield
+    if found := openapi_answers.since(mark):
+        pytest.fail("Answers the OpenAPI document does not declare:\n" + "\n".join(found), pytrace=False)
