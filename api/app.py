@@ -16,27 +16,36 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth import COMPONENTS, provide_fan
 from api.freshness import SeatmapVersions
 from api.idempotency import IdempotencyMiddleware, owned_session
-from api.openapi import document_problems
+from api.metrics import PROMETHEUS, MetricsController, metrics_lifespan
+from api.openapi import docs_assets, docs_ui, document_problems
 from api.overload import InFlightLimit
 from api.problems import exception_handlers, problem_details
+from api.request_id import RequestIdMiddleware
 from api.routes.availability import AvailabilityController
 from api.routes.box_office import BoxOfficeController
 from api.routes.checkin import CheckinController
 from api.routes.events import EventController
 from api.routes.fans import FanController
-from api.routes.health import health
+from api.routes.health import health, ready
 from api.routes.holds import HoldController
 from api.routes.jobs import JobsController, rq_redis_lifespan
 from api.routes.ops import OpsController
-from api.routes.orders import CheckoutController, OrderController, TicketController, ticket_public_key
+from api.routes.orders import (
+    CheckoutController,
+    OrderController,
+    TicketController,
+    ticket_key_set,
+    ticket_public_key,
+)
 from api.routes.staff import StaffController
 from api.routes.webhooks import stripe_webhook
 from api.staff import AuditMiddleware, provide_staff, record_success
 from booking import __version__
 from booking.accounts.fans import PrincipalCache
-from booking.db import make_async_engine, make_sessionmaker
+from booking.db import MeteredPool, make_async_engine, make_sessionmaker
 from booking.inventory.seatmap import LocalSnapshots
 from booking.keys import load_signing_keys
+from booking.logs import setup_logging
 from booking.payments.registry import Gateways
 from booking.redis_client import Breaker, async_client
 from booking.settings import Settings, get_settings
@@ -74,6 +83,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             embedded servers itself (``boxoffice up`` does, and passes their URLs).
     """
     settings = settings or get_settings()
+    # The factory is what every server process (each uvicorn or granian worker) runs.
+    setup_logging(settings)
     if settings.database_url is None or settings.redis_url is None:
         raise MissingServer("the API needs BOXOFFICE_DATABASE_URL and BOXOFFICE_REDIS_URL")
     database_url, redis_url = settings.database_url, settings.redis_url
@@ -87,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             pool_size=settings.db_pool_size,
             max_overflow=0,
             pool_timeout=settings.db_pool_timeout_seconds,
+            poolclass=MeteredPool,
         )
         redis = async_client(redis_url)
         app.state.engine = engine
@@ -105,6 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             health,
+            ready,
             EventController,
             FanController,
             HoldController,
@@ -112,6 +125,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             OrderController,
             TicketController,
             ticket_public_key,
+            ticket_key_set,
             AvailabilityController,
             stripe_webhook,
             StaffController,
@@ -119,17 +133,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
             OpsController,
             CheckinController,
             JobsController,
+            MetricsController,
+            # The docs page's scripts and styles: /schema works without internet access.
+            docs_assets(),
         ],
         dependencies={
             "db_session": Provide(provide_db_session),
             "fan": Provide(provide_fan),
             "staff": Provide(provide_staff),
         },
-        lifespan=[lifespan, rq_redis_lifespan],
+        lifespan=[lifespan, rq_redis_lifespan, metrics_lifespan],
         # The in-flight bound first, so a refused request costs nothing else. The seat-map
         # bump next: it sees every commit of the request before the answer leaves. Audit
         # then: it sees the final answer, including an idempotency replay or 409.
         middleware=[
+            # Request metrics outermost: they see every answer, a refusal at the bound too.
+            PROMETHEUS.middleware,
             InFlightLimit(settings.max_in_flight),
             SeatmapVersions(),
             AuditMiddleware(),
@@ -137,6 +156,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         plugins=[problem_details],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        # Logging is booking.logs' (one shape for every line); Litestar's own would take
+        # over the root logger.
+        logging_config=None,
         # ``cache=True`` routes (an event's detail and availability) are at most a second old.
         response_cache_config=ResponseCacheConfig(default_expiration=1),
         openapi_config=OpenAPIConfig(
@@ -145,6 +167,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description="Tickets for high-demand events: discovery, seat maps, holds, checkout, orders.",
             path="/schema",
             components=COMPONENTS,
+            render_plugins=docs_ui(),
         ),
         state=State(
             {
@@ -155,4 +178,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
     )
     document_problems(app)
+    # The request id wraps the whole application, outside the middleware above: an error
+    # raised in a middleware (a pool timeout in the idempotency middleware's transaction)
+    # is answered by the application's outer exception handler, and an unknown path by
+    # the router, and those answers and their log lines carry the id too.
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
     return app

@@ -104,7 +104,70 @@ class EventDetail(msgspec.Struct, frozen=True):
     tiers: list[TierAvailability]
 
 
-class Health(msgspec.Struct, frozen=True):
-    status: str
-    database: str
-    redis: str
+class Liveness(msgspec.Struct, frozen=True):
+    """The process is serving: ``GET /health`` asks nothing of any other server."""
+
+    status: Literal["ok"]
+
+
+class ReadyCheck(msgspec.Struct, frozen=True):
+    status: Literal["ok", "unavailable"]
+    # How long the check took, up to its deadline (about a second) when the server is away.
+    latency_ms: float
+
+
+class MigrationsReadyCheck(msgspec.Struct, frozen=True):
+    # behind: the database lacks migrations this code needs (`boxoffice db upgrade`);
+    # ahead: a newer release migrated it; unavailable: the database could not be asked.
+    status: Literal["ok", "behind", "ahead", "unavailable"]
+    latency_ms: float
+    # Comma-separated when there are several heads; null for a database with none applied or
+    # one that could not be asked.
+    database_revision: str | None
+    code_revision: str
+
+
+class ReadyChecks(msgspec.Struct, frozen=True):
+    database: ReadyCheck
+    redis: ReadyCheck
+    migrations: MigrationsReadyCheck
+
+
+class DaemonReadiness(msgspec.Struct, frozen=True):
+    """The worker daemons as their heartbeats in Redis show them. Informational: the API
+    serves without them (mail, sweeps and relays wait), so this never makes it unready."""
+
+    # alive: at least one daemon beats; stale: records are left but none beats; missing: no
+    # daemon has beaten recently; unknown: Redis could not be read.
+    status: Literal["alive", "stale", "missing", "unknown"]
+    # Seconds since the newest heartbeat of any daemon; null when there is none.
+    last_heartbeat_age_seconds: float | None
+    alive: int
+    stale: int
+
+
+class Readiness(msgspec.Struct, frozen=True):
+    status: Literal["ready", "not_ready"]
+    checks: ReadyChecks
+    daemon: DaemonReadiness
+
+
+class TicketKey(msgspec.Struct, frozen=True):
+    """One key that verifies ticket codes, as a JSON Web Key (RFC 7517/8037): ``x`` is the
+    raw 32-byte Ed25519 public key in base64url, ``kid`` the id tokens name it by."""
+
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    kid: str
+    x: str
+    use: Literal["sig"]
+    alg: Literal["EdDSA"]
+    # The window the key is trusted in (ISO 8601, UTC); null: open-ended.
+    not_before: str | None
+    not_after: str | None
+
+
+class TicketKeySet(msgspec.Struct, frozen=True):
+    """Every key a gate should trust now; the first signs new tickets."""
+
+    keys: list[TicketKey]

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BOXOFFICE_"
@@ -55,11 +55,34 @@ class Settings(BaseSettings):
         le=19,
         description="How much the worker daemon yields the CPU to the API and database (Unix nice).",
     )
+    daemon_heartbeat_seconds: float = Field(
+        default=5.0,
+        ge=0.2,
+        le=60,
+        description="How often a worker daemon writes its heartbeat to Redis; it counts as stale "
+        "after three missed beats and disappears after twelve.",
+    )
+    daemon_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve the worker daemon's own Prometheus metrics on this port (for a daemon "
+        "on a host without the API). Unset: none; the API's /metrics covers a daemon on its host.",
+    )
+    daemon_metrics_host: str = Field(
+        default="127.0.0.1", description="The address the daemon's metrics port listens on."
+    )
     api_server: Literal["granian", "uvicorn"] = Field(
         default="uvicorn", description="The ASGI server `boxoffice serve` and `boxoffice up` run."
     )
     access_log: bool = Field(
         default=False, description="Log every request (off: one line per request costs)."
+    )
+    log_format: Literal["json", "console"] | None = Field(
+        default=None, description="Log lines as json or console. Unset: console on a terminal, else json."
+    )
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        default="info", description="The lowest level of line logged."
     )
     db_pool_size: int = Field(
         default=10, ge=1, le=200, description="Database connections per API process (no overflow)."
@@ -108,6 +131,11 @@ class Settings(BaseSettings):
         default=None,
         description="Ed25519 private key, PEM. Unset: generated once into the data folder.",
     )
+    ticket_previous_keys: str | None = Field(
+        default=None,
+        description="PEM public keys of earlier ticket signing keys, which keep verifying the "
+        "tickets they signed (as do files in <data>/keys/previous/*.pem); see docs/tickets.md.",
+    )
     token_secret: SecretStr | None = Field(
         default=None,
         description="HMAC secret for admission tokens. Unset: generated once into the data folder.",
@@ -136,6 +164,19 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("redis://", "rediss://", "valkey://", "valkeys://", "unix://")):
             raise ValueError("must be a redis:// (or valkey://, rediss://, unix://) URL")
+        return value
+
+    @field_validator("daemon_metrics_port", mode="before")
+    @classmethod
+    def _blank_port_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _log_names_any_case(cls, value: object, info: ValidationInfo) -> object:
+        # INFO and info, JSON and json: operators write both. Empty means the default.
+        if isinstance(value, str):
+            return value.strip().lower() or cls.model_fields[str(info.field_name)].default
         return value
 
     @property

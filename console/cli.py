@@ -7,21 +7,22 @@ traceback.
 
 from __future__ import annotations
 
-import asyncio
 import os
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from redis.exceptions import RedisError
-from rich.panel import Panel
-from sqlalchemy.exc import OperationalError
 
-from booking import __version__, migrations
-from booking.settings import Settings, SettingsError, load_settings
-from console.cli_common import err, fail, out, settings_of
+# Only light modules here (Typer, Rich, the command declarations): `--help` and `--version`
+# must not load the database, Redis or web stacks. A command imports what it runs inside
+# its own body (see console/cli_common.py).
+from console.cli_common import JsonOption, err, fail, first_line, out, settings_of
 from console.cli_ops import holds_app, orders_app, refunds_app, sale_app
 from console.cli_queues import audit_app, jobs_app, queues_app, staff_app
-from console.stack import StackError, StackInfo, database_url, redis_url
+from console.cli_tickets import tickets_app
+
+if TYPE_CHECKING:
+    from booking.settings import Settings
+    from console.stack import StackInfo
 
 app = typer.Typer(
     name="boxoffice",
@@ -42,39 +43,57 @@ app.add_typer(holds_app, name="holds")
 app.add_typer(orders_app, name="orders")
 app.add_typer(sale_app, name="sale")
 app.add_typer(refunds_app, name="refunds")
+app.add_typer(tickets_app, name="tickets")
 
 
 def _version(value: bool) -> None:
     if value:
+        from booking import __version__
+
         out.print(f"boxoffice {__version__}")
         raise typer.Exit()
 
 
 @app.callback()
 def main_callback(
-    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
-    try:
-        ctx.obj = load_settings()
-    except SettingsError as error:
-        fail(str(error), code=2)
+    # The settings are read by the first command that needs them (cli_common.settings_of),
+    # so that help and a mistyped command never load them.
+    del version  # answered by its eager callback
+
+
+def _server_errors() -> tuple[type[Exception], ...]:
+    """What an unreachable server raises. Called in ``except`` clauses, which evaluate their
+    types only once an error is raised: a command that succeeds never imports these."""
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import OperationalError
+
+    from console.stack import StackError
+
+    return (StackError, OperationalError, RedisError)
 
 
 def _unreachable(error: Exception) -> NoReturn:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import OperationalError
+
     if isinstance(error, OperationalError):
-        fail(f"cannot reach the database: {str(error.orig).strip().splitlines()[0]}")
+        fail(f"cannot reach the database: {first_line(error.orig or error)}")
     if isinstance(error, RedisError):
-        fail(f"cannot reach Redis: {first_line}")
-    fail(first_line)
+        fail(f"cannot reach Redis: {first_line(error)}")
+    fail(first_line(error))
 
 
 @app.command()
 def up(ctx: typer.Context) -> None:
     """Run everything: servers (embedded unless URLs are set), migrations, demo, API, worker."""
+    from rich.panel import Panel
+
+    from booking import __version__
+    from booking.logs import get_logger, setup_logging
     from console.local import LocalStack, Prepared
 
     settings = settings_of(ctx)
@@ -98,10 +117,12 @@ def up(ctx: typer.Context) -> None:
             )
         )
 
-    stack = LocalStack(settings, log=lambda line: err.print(f"boxoffice: {line}", highlight=False))
+    # The stack's own lines (servers, restarts) in the same shape as its children's.
+    setup_logging(settings)
+    stack = LocalStack(settings, log=get_logger("boxoffice.up").info)
     try:
         code = stack.run(ready)
-    except (StackError, OperationalError, RedisError) as error:
+    except _server_errors() as error:
         _unreachable(error)
     out.print("boxoffice: stopped")
     raise typer.Exit(code)
@@ -121,12 +142,18 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP API against the configured servers or a running `boxoffice up`."""
+    from booking import metrics
+    from booking.logs import propagate_to_root, setup_logging
+
     settings = settings_of(ctx)
+    setup_logging(settings)
     _export_stack_urls(settings)
     chosen = server or settings.api_server
     bind = host or settings.api_host
     listen = port or settings.api_port
     processes = workers or settings.api_workers
+    if processes > 1 and metrics.multiprocess_dir() is None:
+        _share_metrics(settings, forks=chosen == "granian")
     if chosen == "granian":
         from granian import Granian
         from granian.constants import Interfaces
@@ -141,7 +168,8 @@ def serve(
             websockets=False,
             log_access=settings.access_log,
             # Granian's own lines (start-up, worker exits) still show; one per request only
-            # when asked for.
+            # when asked for. Both through booking.logs' handler, not granian's own.
+            log_dictconfig=propagate_to_root("_granian", "granian.access"),
             respawn_failed_workers=True,
         ).serve()
         return
@@ -160,6 +188,9 @@ def serve(
         http="httptools",
         log_level="info",
         access_log=settings.access_log,
+        # No handlers of uvicorn's own: its lines go to booking.logs' (set up by the app
+        # factory in each worker process).
+        log_config=None,
         proxy_headers=True,
     )
 
@@ -173,18 +204,47 @@ def worker(
     ] = False,
 ) -> None:
     """Run the job worker on the holds, outbox and default queues (with the periodic ticker)."""
+    from booking.logs import setup_logging
+    from console.stack import redis_url
     from daemon.worker import run
 
     settings = settings_of(ctx)
+    setup_logging(settings)
     _export_stack_urls(settings)
     # The daemon's work (mail with PDF tickets above all) may be late by seconds, the buyers'
     # requests may not: on a busy box the API and PostgreSQL get the CPU first.
     if settings.worker_nice:
         os.nice(settings.worker_nice)
+    if settings.daemon_metrics_port is not None:
+        from daemon.metrics import serve_metrics
+
+        serve_metrics(settings.daemon_metrics_host, settings.daemon_metrics_port)
     try:
-        run(redis_url(settings), burst=burst, logging_level="INFO" if verbose else "WARNING")
-    except (StackError, RedisError) as error:
+        run(
+            redis_url(settings),
+            burst=burst,
+            logging_level="INFO" if verbose else "WARNING",
+            heartbeat_seconds=settings.daemon_heartbeat_seconds,
+        )
+    except _server_errors() as error:
         _unreachable(error)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    api: Annotated[
+        str | None,
+        typer.Option(help="API address [default: the running `boxoffice up`'s, else BOXOFFICE_API_PORT]"),
+    ] = None,
+) -> None:
+    """Every part at once: API readiness, PostgreSQL, Redis, migrations, worker daemons, sweeper
+    and outbox relay, scheduler, queues and failed jobs, and `boxoffice up`'s children. Exit 0
+    when all are healthy, 1 when any is not (each part answers within a few seconds)."""
+    from console.cli_status import run as report_status
+
+    raise typer.Exit(report_status(settings_of(ctx), api_url=api, as_json=as_json))
 
 
 @app.command("console")
@@ -202,6 +262,7 @@ def operator_console(
 ) -> None:
     """Open the operator console (dashboard, box office, holds, on call) on the staff API."""
     from console.local import CONSOLE_KEY_FILE
+    from console.stack import StackInfo
     from console.tui.app import ConsoleApp
     from console.tui.client import StaffClient
 
@@ -225,9 +286,30 @@ def operator_console(
     ).run()
 
 
+def _share_metrics(settings: Settings, *, forks: bool) -> None:
+    """Let this server's processes add up their metrics: each writes them to
+    ``<data>/metrics`` (emptied now), and a scrape of any one of them reads them all. Not
+    when ``PROMETHEUS_MULTIPROC_DIR`` is set already: `boxoffice up` (or the operator) has
+    chosen a folder for every process of the machine, the worker daemon's included.
+
+    A server that ``forks`` its workers (granian) would hand them the metrics this process
+    loaded before the folder was set, each then counting for itself only: it is told to
+    start them afresh instead, as uvicorn always does."""
+    import multiprocessing
+
+    from booking import metrics
+
+    folder = metrics.empty_multiprocess_dir((settings.data_dir / metrics.DATA_FOLDER).resolve())
+    os.environ[metrics.MULTIPROC_ENV] = str(folder)
+    if forks:
+        multiprocessing.set_start_method("spawn", force=True)
+
+
 def _export_stack_urls(settings: Settings) -> None:
     """Fill unset URLs from a running `boxoffice up`, in the environment, so that processes
     this one spawns (uvicorn workers, rq work horses) read the same servers."""
+    from console.stack import StackInfo
+
     if settings.database_url is not None and settings.redis_url is not None:
         return
     info = StackInfo.read(settings.data_dir)
@@ -250,11 +332,14 @@ def db_upgrade(
     ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision.")] = "head"
 ) -> None:
     """Migrate the database to REVISION (default: the newest)."""
+    from booking import migrations
+    from console.stack import database_url
+
     try:
         with database_url(settings_of(ctx)) as url:
             migrations.upgrade(url, revision)
             now = migrations.current(url)
-    except (StackError, OperationalError) as error:
+    except _server_errors() as error:
         _unreachable(error)
     out.print(f"database at revision {now}")
 
@@ -262,10 +347,13 @@ def db_upgrade(
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Show the revision the database is at."""
+    from booking import migrations
+    from console.stack import database_url
+
     try:
         with database_url(settings_of(ctx)) as url:
             now = migrations.current(url)
-    except (StackError, OperationalError) as error:
+    except _server_errors() as error:
         _unreachable(error)
     out.print(now or "empty (no migrations applied)")
 
@@ -273,8 +361,12 @@ def db_current(ctx: typer.Context) -> None:
 @demo_app.command("load")
 def demo_load(ctx: typer.Context) -> None:
     """Load the demo venues and events (once; a second run changes nothing)."""
+    import asyncio
+
+    from booking import migrations
     from booking.catalog.demo import load_demo
     from booking.db import engine_scope, make_sessionmaker
+    from console.stack import database_url
 
     async def load(url: str) -> None:
         async with (
@@ -291,7 +383,7 @@ def demo_load(ctx: typer.Context) -> None:
         with database_url(settings_of(ctx)) as url:
             migrations.upgrade(url)
             asyncio.run(load(url))
-    except (StackError, OperationalError) as error:
+    except _server_errors() as error:
         _unreachable(error)
 
 

@@ -6,6 +6,10 @@ queue pop; the daemon then waits for Redis with back-off and starts a fresh work
 same process, so an outage of any length ends in service again without a restart loop
 (and without the supervisor deciding the daemon is broken). The ticker keeps its own
 process across those restarts.
+
+Every daemon beats: a heartbeat thread rewrites its record in Redis every few seconds (see
+``jobs.heartbeat``), with its worker's state and the last success of each periodic task, so
+``GET /ready`` and ``boxoffice status`` can tell a daemon at work from one that is gone.
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
+from rq.job import Job
+from rq.registry import StartedJobRegistry
 
+from booking import metrics
+from booking.logs import log_scope
 from booking.redis_client import sync_client
-from daemon.periodic import start_ticker
+from daemon.periodic import start_ticker, task_of
+from jobs.heartbeat import DEFAULT_INTERVAL, Heartbeat, TickerBeat
+from jobs.queues import QUEUES
 
-# Ordered by urgency: a worker always drains holds before the outbox before the rest.
-QUEUES = ("holds", "outbox", "default")
 WORKER_TTL = 35
 # The worker wakes from an empty queue this often, to look after its ticker; and a Redis
 # command (the pop included) gets this long before Redis counts as stalled.
@@ -59,9 +67,13 @@ class TickingWorker(SimpleWorker):
     it died. The check runs in the worker's main loop, between jobs.
     """
 
-    def __init__(self, *args: Any, ticker: Ticker | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, ticker: Ticker | None = None, beats: Heartbeat | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.ticker = ticker
+        # Not ``heartbeat``: that is RQ's own method, renewing the worker's registration.
+        self.beats = beats
 
     # rq sizes its pop and its socket timeout from worker_ttl (20 s and 30 s here): a stalled
     # Redis would hang the worker half a minute before it noticed.
@@ -78,12 +90,28 @@ class TickingWorker(SimpleWorker):
             self.ticker.ensure()
         super().check_for_suspension(burst)
 
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # Every line logged while the job runs, its own and rq's about it (a failure's
+        # traceback too), names the job; the job's code binds its holds and orders to it.
+        with log_scope(job_id=job.id, job_func=job.func_name):
+            super().execute_job(job, queue)
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, *args: Any, **kwargs: Any
+    ) -> None:
+        super().handle_job_success(job, queue, started_job_registry, *args, **kwargs)
+        # Noted after RQ has recorded the success, so a run counted here really finished.
+        task = task_of(job.id)
+        if task is not None and self.beats is not None:
+            self.beats.note_success(task)
+
 
 class Ticker:
     """The ticker process of a daemon, started again whenever it is found dead."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, beat: TickerBeat | None = None) -> None:
         self.redis_url = redis_url
+        self.beat = beat
         self.process: multiprocessing.process.BaseProcess | None = None
 
     def ensure(self) -> None:
@@ -91,7 +119,7 @@ class Ticker:
             return
         if self.process is not None:
             log.warning("ticker exited (code %s); starting a new one", self.process.exitcode)
-        self.process = start_ticker(self.redis_url, QUEUES)
+        self.process = start_ticker(self.redis_url, QUEUES, self.beat)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -106,6 +134,7 @@ def run(
     name: str | None = None,
     periodic: bool = True,
     logging_level: str = "WARNING",
+    heartbeat_seconds: float = DEFAULT_INTERVAL,
 ) -> bool:
     """Work the queues until stopped (SIGTERM: finish the current job, then exit), or, with
     ``burst``, until they are empty. Returns whether any job was processed.
@@ -115,8 +144,14 @@ def run(
 
     Redis errors end a worker, not the daemon: it waits for Redis and works on with a new
     one (named ``name.2``, ``name.3``... when named: the old name may still be registered
-    until its heartbeat lapses). Raises RedisError only in ``burst`` mode."""
-    ticker = Ticker(redis_url) if periodic and not burst else None
+    until its heartbeat lapses). Raises RedisError only in ``burst`` mode.
+
+    Unless in ``burst`` mode, the daemon's heartbeat is written every ``heartbeat_seconds``
+    from start to stop, across worker restarts, and deleted on the way out."""
+    heartbeat = None if burst else Heartbeat(redis_url, QUEUES, interval=heartbeat_seconds)
+    ticker = Ticker(redis_url, heartbeat.ticker if heartbeat else None) if periodic and not burst else None
+    if heartbeat is not None:
+        heartbeat.start()
     stopping = threading.Event()
     worked = False
     incarnation = 0
@@ -133,12 +168,17 @@ def run(
                     name=name if name is None or incarnation == 1 else f"{name}.{incarnation}",
                     worker_ttl=WORKER_TTL,
                     ticker=ticker,
+                    beats=heartbeat,
                 )
+                if heartbeat is not None:
+                    heartbeat.attach(worker)
                 worked = bool(worker.work(burst=burst, logging_level=logging_level)) or worked
             except RedisError as error:
                 if burst:
                     raise
                 log.warning("worker stopped by a Redis error: %s", error)
+            if heartbeat is not None:
+                heartbeat.detach("waiting for redis")
             # A stop signal while idle ends rq's loop without setting _stop_requested; its
             # handler always records when shutdown was asked for.
             if burst or (
@@ -149,8 +189,13 @@ def run(
             if stopping.is_set():
                 return worked
     finally:
+        # The ticker first: it writes to the heartbeat record, which must not outlive us.
         if ticker is not None:
             ticker.stop()
+        if heartbeat is not None:
+            heartbeat.stop()
+        # Its counters stay counted in a shared metrics folder; its per-process gauges go.
+        metrics.process_exited()
 
 
 def _wait_for_redis(redis: Redis, stopping: threading.Event) -> None:

@@ -25,11 +25,16 @@ SELF = "self"  # a signed-in fan, about themself (no id of someone else to try)
 # (method, path template) -> who may call it, and the request body when one is needed.
 MATRIX: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ("GET", "/health"): (PUBLIC, None),
+    ("GET", "/ready"): (PUBLIC, None),
+    ("GET", "/metrics"): (PUBLIC, None),
     ("GET", "/events"): (PUBLIC, None),
-    ("GET", "/events/{event_id:uuid}"): (PUBLIC, None),
-    ("GET", "/events/{event_id:uuid}/seatmap"): (PUBLIC, None),
-    ("GET", "/events/{event_id:uuid}/availability"): (PUBLIC, None),
+    # By id or slug.
+    ("GET", "/events/{event_id:str}"): (PUBLIC, None),
+    ("GET", "/events/{event_id:str}/seatmap"): (PUBLIC, None),
+    ("GET", "/events/{event_id:str}/availability"): (PUBLIC, None),
     ("GET", "/ticket-key"): (PUBLIC, None),
+    ("GET", "/ticket-keys"): (PUBLIC, None),
+    ("GET", "/.well-known/jwks.json"): (PUBLIC, None),
     ("POST", "/fans"): (PUBLIC, None),
     ("POST", "/sessions"): (PUBLIC, None),
     ("POST", "/webhooks/stripe"): (PUBLIC, None),
@@ -96,6 +101,7 @@ def _fill(template: str, ids: dict[str, str]) -> str:
     # Checkout goes to the paid hold: paying for it again answers with its order, and the
     # live hold stays free for renew and release.
     path = template.replace("{hold_id:uuid}/checkout", f"{ids['paid_hold']}/checkout")
+    path = path.replace("{event_id:str}", ids["event_id"])
     for name in ("event_id", "hold_id", "order_id", "ticket_id"):
         path = path.replace(f"{{{name}:uuid}}", ids[name])
     return path
