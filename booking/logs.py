@@ -84,13 +84,13 @@ _URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s]*):[^@\s/]+@")
 QUIET_LOGGERS = ("sqlalchemy", "stripe", "httpx", "httpcore", "fontTools", "fpdf", "PIL")
 # Loggers that servers and rq set a level on, or give a handler of their own, when they
 # start (uvicorn's log_level, rq's work()): reset so that one configuration governs them all.
+# Not the servers' access loggers: a server turns its access log off by cutting that logger
+# off (uvicorn: no handler, no propagation), and re-attaching it would log every request.
 SERVER_LOGGERS = (
     "uvicorn",
     "uvicorn.error",
-    "uvicorn.access",
     "uvicorn.asgi",
     "granian",
-    "granian.access",
     "rq",
     "rq.worker",
     "rq.scheduler",

@@ -264,3 +264,17 @@ def test_lines_go_to_the_process_stderr_not_a_swapped_in_stream(capfd: pytest.Ca
         get_logger("boxoffice.test").info("while stderr is swapped")
     assert swapped.getvalue() == ""
     assert json.loads(capfd.readouterr().err)["event"] == "while stderr is swapped"
+
+
+def test_a_servers_access_log_left_off_stays_off() -> None:
+    # uvicorn turns its access log off by cutting the logger off; setting up ours after it
+    # (each API process does, in create_app) must not switch every request's line back on.
+    access = logging.getLogger("uvicorn.access")
+    before = access.propagate
+    access.propagate = False
+    try:
+        configure_logging("json", "info")
+        assert access.propagate is False
+        assert not access.hasHandlers()
+    finally:
+        access.propagate = before
