@@ -270,11 +270,13 @@ def test_a_servers_access_log_left_off_stays_off() -> None:
     # uvicorn turns its access log off by cutting the logger off; setting up ours after it
     # (each API process does, in create_app) must not switch every request's line back on.
     access = logging.getLogger("uvicorn.access")
-    before = access.propagate
+    before = access.propagate, list(access.handlers)
+    # What uvicorn does with access_log=False: no handler of its own, no propagation.
+    access.handlers = []
     access.propagate = False
     try:
         configure_logging("json", "info")
         assert access.propagate is False
         assert not access.hasHandlers()
     finally:
-        access.propagate = before
+        access.propagate, access.handlers = before
