@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from booking.holds.service import HoldView
+    from booking.ops import reads
     from booking.ops import service as ops
     from booking.payments import service as payments
     from booking.payments.models import RefundState
@@ -59,7 +60,7 @@ T = TypeVar("T")
 
 def _list_cap(limit: int) -> int:
     """The service's own cap on a listing, checked as the option is read: over it is bad usage."""
-    from booking.ops.service import MAX_LIST
+    from booking.ops.reads import MAX_LIST
 
     if limit > MAX_LIST:
         raise typer.BadParameter(f"{limit} is more than {MAX_LIST}, the most a listing shows")
@@ -104,7 +105,7 @@ def _with_gateways(
 # --- holds -------------------------------------------------------------------------------
 
 
-def _hold_display(row: ops.HoldRow) -> dict[str, Any]:
+def _hold_display(row: reads.HoldRow) -> dict[str, Any]:
     from booking.money import money
 
     if row.seconds_left is None:
@@ -137,11 +138,11 @@ def holds_list(
     as_json: JsonOption = False,
 ) -> None:
     """Holds, newest first. Exit 3 when none match."""
-    from booking.ops import service as ops
+    from booking.ops import reads
 
-    async def work(session: AsyncSession) -> list[ops.HoldRow]:
-        event_id = await ops.resolve_event(session, event) if event is not None else None
-        return await ops.find_holds(
+    async def work(session: AsyncSession) -> list[reads.HoldRow]:
+        event_id = await reads.resolve_event(session, event) if event is not None else None
+        return await reads.find_holds(
             session, event_id=event_id, fan_email=fan, expired_only=expired, limit=limit
         )
 
@@ -211,11 +212,12 @@ def _release_one(settings: Settings, hold_id: uuid.UUID, *, yes: bool, as_json: 
 
 
 def _release_expired(settings: Settings, event: str | None, *, yes: bool, as_json: bool) -> None:
+    from booking.ops import reads
     from booking.ops import service as ops
 
     async def expired_now(session: AsyncSession) -> tuple[uuid.UUID | None, int]:
-        event_id = await ops.resolve_event(session, event) if event is not None else None
-        found = await ops.find_holds(session, event_id=event_id, expired_only=True, limit=ops.MAX_LIST)
+        event_id = await reads.resolve_event(session, event) if event is not None else None
+        found = await reads.find_holds(session, event_id=event_id, expired_only=True, limit=reads.MAX_LIST)
         return event_id, len(found)
 
     event_id, expired = with_session(settings, expired_now, f"event {event}" if event else "")
@@ -245,7 +247,7 @@ def _release_expired(settings: Settings, event: str | None, *, yes: bool, as_jso
 # --- orders ------------------------------------------------------------------------------
 
 
-def _stuck_display(row: ops.StuckOrder) -> dict[str, Any]:
+def _stuck_display(row: reads.StuckOrder) -> dict[str, Any]:
     from booking.money import money
 
     return {
@@ -279,12 +281,12 @@ def orders_stuck(
 ) -> None:
     """Payments that have not settled: holds in paying past their deadline, and payments
     pending for a while. Exit 3 when there are none."""
-    from booking.ops import service as ops
+    from booking.ops import reads
 
-    after = ops.STUCK_AFTER if older_than is None else dt.timedelta(seconds=older_than)
+    after = reads.STUCK_AFTER if older_than is None else dt.timedelta(seconds=older_than)
 
-    async def work(session: AsyncSession) -> list[ops.StuckOrder]:
-        return await ops.stuck_orders(session, older_than=after, limit=limit)
+    async def work(session: AsyncSession) -> list[reads.StuckOrder]:
+        return await reads.stuck_orders(session, older_than=after, limit=limit)
 
     show(
         with_session(settings_of(ctx), work),
@@ -383,10 +385,11 @@ def _reconcile_one(settings: Settings, hold_id: uuid.UUID, *, as_json: bool) -> 
 
 
 def _reconcile_all(settings: Settings, *, yes: bool, as_json: bool) -> None:
+    from booking.ops import reads
     from booking.ops import service as ops
 
     async def pending(session: AsyncSession) -> int:
-        return sum(row.payment_id is not None for row in await ops.stuck_orders(session))
+        return sum(row.payment_id is not None for row in await reads.stuck_orders(session))
 
     waiting = with_session(settings, pending)
     if waiting == 0:
@@ -553,12 +556,13 @@ def refunds_retry(
 
 
 def _move_sale(settings: Settings, ref: str, verb: str, as_json: bool) -> None:
+    from booking.ops import reads
     from booking.ops import service as ops
 
     move = ops.pause_sale if verb == "pause" else ops.resume_sale
 
     async def act(session: AsyncSession) -> ops.SaleChange:
-        return await move(session, await ops.resolve_event(session, ref))
+        return await move(session, await reads.resolve_event(session, ref))
 
     async def work(session: AsyncSession) -> ops.SaleChange:
         return await audited(

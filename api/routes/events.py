@@ -26,7 +26,7 @@ from api.schemas import (
 from booking.catalog import search, service
 from booking.catalog.models import Category
 from booking.errors import EventNotFound
-from booking.ops import service as ops
+from booking.ops import reads
 
 _CATEGORIES = ", ".join(member.value for member in Category)
 _WHEN = (
@@ -55,7 +55,7 @@ async def event_id_of(db_session: AsyncSession, ref: str) -> uuid.UUID:
     # Refused before any query: what PostgreSQL cannot store cannot be a slug either.
     if not ref or len(ref) > MAX_SLUG_CHARS or not ref.isprintable():
         raise EventNotFound("Name the event by its id (a uuid) or its slug, as GET /events lists them.")
-    return await ops.resolve_event(db_session, ref)
+    return await reads.resolve_event(db_session, ref)
 
 
 def _summary(e: service.EventSummary) -> EventSummary:

@@ -23,6 +23,7 @@ from api.staff import BOX_OFFICE, ON_CALL, STAFF_SECURITY, audit_detail
 from booking.accounts.staff import StaffPrincipal
 from booking.errors import RefundNotFailed
 from booking.holds.models import HoldState
+from booking.ops import reads
 from booking.ops import service as ops
 from booking.payments import service as payments
 from booking.payments.models import RefundState
@@ -163,7 +164,7 @@ class SaleOut(msgspec.Struct, frozen=True):
     status: str
 
 
-def _hold_row(row: ops.HoldRow) -> HoldRowOut:
+def _hold_row(row: reads.HoldRow) -> HoldRowOut:
     return HoldRowOut(
         id=row.hold_id,
         event_id=row.event_id,
@@ -180,7 +181,7 @@ def _hold_row(row: ops.HoldRow) -> HoldRowOut:
     )
 
 
-def _stuck(row: ops.StuckOrder) -> StuckOrderOut:
+def _stuck(row: reads.StuckOrder) -> StuckOrderOut:
     return StuckOrderOut(
         hold_id=row.hold_id,
         payment_id=row.payment_id,
@@ -283,7 +284,7 @@ class OpsController(Controller):
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500, description="At most this many")] = 100,
     ) -> HoldList:
-        rows = await ops.find_holds(
+        rows = await reads.find_holds(
             db_session,
             event_id=event_id,
             fan_email=fan_email,
@@ -352,10 +353,10 @@ class OpsController(Controller):
         db_session: NamedDependency[AsyncSession],
         older_than: Annotated[
             int, QueryParameter(ge=0, le=7 * 86400, description="Seconds a payment has been pending")
-        ] = int(ops.STUCK_AFTER.total_seconds()),
+        ] = int(reads.STUCK_AFTER.total_seconds()),
         limit: Annotated[int, QueryParameter(ge=1, le=500, description="At most this many")] = 100,
     ) -> StuckOrderList:
-        rows = await ops.stuck_orders(db_session, older_than=dt.timedelta(seconds=older_than), limit=limit)
+        rows = await reads.stuck_orders(db_session, older_than=dt.timedelta(seconds=older_than), limit=limit)
         return StuckOrderList(items=[_stuck(row) for row in rows])
 
     @post(

@@ -23,6 +23,9 @@ class HoldState(enum.StrEnum):
     REFUNDED = "refunded"
 
 
+# A hold in one of these still has its units: by state, whatever its deadline says.
+LIVE_STATES = frozenset({HoldState.ACTIVE, HoldState.PAYING, HoldState.FAILED})
+
 MAX_RENEWALS = 2
 
 

@@ -30,7 +30,7 @@ from booking.errors import (
     TicketCapReached,
     TierNotFound,
 )
-from booking.holds.models import Hold, HoldItem, HoldState
+from booking.holds.models import LIVE_STATES, Hold, HoldItem, HoldState
 from booking.holds.policy import HoldPolicy
 from booking.inventory import changes
 from booking.inventory import service as inventory
@@ -53,7 +53,6 @@ HOLD_MOVES: dict[str, tuple[frozenset[HoldState], HoldState]] = {
     "confirm": (frozenset({S.ACTIVE, S.PAYING, S.FAILED, S.RELEASED, S.EXPIRED}), S.CONFIRMED),
     "refund": (frozenset({S.ACTIVE, S.PAYING, S.FAILED, S.RELEASED, S.EXPIRED}), S.REFUNDED),
 }
-LIVE_STATES = frozenset({S.ACTIVE, S.PAYING, S.FAILED})
 ENDED_STATES = frozenset({S.CONFIRMED, S.RELEASED, S.EXPIRED, S.REFUNDED})
 
 ClaimHook = Callable[[AsyncSession], Awaitable[None]]

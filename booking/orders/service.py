@@ -19,9 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from booking import metrics
 from booking.catalog.models import Event, PriceTier
 from booking.errors import CancellationClosed, HoldStateConflict, OrderNotFound
-from booking.holds.models import Hold, HoldItem, HoldState
+from booking.holds.models import LIVE_STATES, Hold, HoldItem, HoldState
 from booking.holds.service import (
-    LIVE_STATES,
     lock_fan_cap,
     lock_hold,
     move_hold,

@@ -31,6 +31,11 @@ class PaymentProvider(enum.StrEnum):
     CARD_PRESENT = "card_present"
 
 
+# A pending payment is asked about again after this long even if its hold is not overdue
+# (a create that timed out, a webhook that never came).
+RECONCILE_AFTER = dt.timedelta(minutes=2)
+
+
 class PaymentState(enum.StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"

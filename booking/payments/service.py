@@ -28,7 +28,7 @@ from sqlalchemy.orm import aliased
 from booking import metrics
 from booking.errors import HoldExpired, HoldNotFound, HoldStateConflict, OrderNotFound, RefundNotFound
 from booking.holds import service as holds
-from booking.holds.models import Hold, HoldState
+from booking.holds.models import LIVE_STATES, Hold, HoldState
 from booking.holds.policy import HoldPolicy
 from booking.holds.service import Owner
 from booking.inventory.service import busy_is_retryable
@@ -44,12 +44,16 @@ from booking.payments.gateway import (
     GatewayStatus,
     GatewayTimeout,
 )
-from booking.payments.models import Payment, PaymentProvider, PaymentState, Refund, RefundState
+from booking.payments.models import (
+    RECONCILE_AFTER,
+    Payment,
+    PaymentProvider,
+    PaymentState,
+    Refund,
+    RefundState,
+)
 from booking.sqltext import HotStatement, param, sql
 
-# A pending payment is asked about again after this long even if its hold is not overdue
-# (a create that timed out, a webhook that never came).
-RECONCILE_AFTER = dt.timedelta(minutes=2)
 # A payment still waiting for its payer this long after its hold's grace ran out was
 # abandoned (a closed tab): it is cancelled at the provider so it can never take money.
 ABANDON_AFTER = dt.timedelta(minutes=30)
@@ -626,7 +630,7 @@ async def failed_to_close(session: AsyncSession, *, limit: int = 100) -> list[Op
     card on the same intent, and its success confirms the hold (``settle``)."""
     newer = aliased(Payment)
     given_up = or_(
-        Hold.state.not_in(sorted(holds.LIVE_STATES)),
+        Hold.state.not_in(sorted(LIVE_STATES)),
         Hold.expires_at <= func.now(),
         exists().where(newer.hold_id == Payment.hold_id, newer.created_at > Payment.created_at),
     )

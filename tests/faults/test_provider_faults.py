@@ -27,8 +27,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from booking.payments.models import PaymentProvider
-from booking.payments.service import RECONCILE_AFTER
+from booking.payments.models import RECONCILE_AFTER, PaymentProvider
 from booking.payments.stripe_gateway import StripeGateway
 from booking.settings import Settings, get_settings
 from jobs.payments import reconcile_payments

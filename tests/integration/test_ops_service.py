@@ -38,6 +38,7 @@ from booking.holds import service as holds
 from booking.holds.models import HoldState
 from booking.holds.policy import HoldPolicy
 from booking.holds.service import Owner, SeatSelection
+from booking.ops import reads
 from booking.ops import service as ops
 from booking.outbox import OutboxMessage, emit
 from booking.payments import offline
@@ -117,32 +118,32 @@ async def test_find_holds_by_each_filter_newest_first(session: AsyncSession, eve
     )
     await session.commit()
 
-    everything = await ops.find_holds(session)
+    everything = await reads.find_holds(session)
     assert [row.hold_id for row in everything] == [staff_hold.id, elsewhere, second, first]
-    by_event = await ops.find_holds(session, event_id=event.event_id)
+    by_event = await reads.find_holds(session, event_id=event.event_id)
     assert {row.hold_id for row in by_event} == {first, second, staff_hold.id}
-    (ann,) = await ops.find_holds(session, fan_email="ann@example.ORG")
+    (ann,) = await reads.find_holds(session, fan_email="ann@example.ORG")
     assert (ann.hold_id, ann.owner_kind, ann.owner, ann.quantity) == (first, "fan", "Ann@Example.org", 2)
     assert ann.event_title == "Test Night"
     assert (ann.total_minor, ann.currency, ann.state) == (10000, "GBP", HoldState.ACTIVE)
     assert ann.seconds_left is not None
     assert 0 < ann.seconds_left <= POLICY.ttl.total_seconds()
     assert not ann.overdue
-    (staff,) = await ops.find_holds(session, hold_id=staff_hold.id)
+    (staff,) = await reads.find_holds(session, hold_id=staff_hold.id)
     assert (staff.owner_kind, staff.owner) == ("staff", "till-1")
-    assert await ops.find_holds(session, expired_only=True) == []
-    assert len(await ops.find_holds(session, limit=2)) == 2
+    assert await reads.find_holds(session, expired_only=True) == []
+    assert len(await reads.find_holds(session, limit=2)) == 2
     with pytest.raises(InvalidRequest):
-        await ops.find_holds(session, limit=0)
+        await reads.find_holds(session, limit=0)
 
     await session.commit()
     await advance_clock(session, POLICY.ttl.total_seconds() + 1)
-    expired = await ops.find_holds(session, expired_only=True, event_id=event.event_id)
+    expired = await reads.find_holds(session, expired_only=True, event_id=event.event_id)
     assert {row.hold_id for row in expired} == {first, second, staff_hold.id}
     assert all(row.overdue and row.seconds_left == 0 for row in expired)
     await holds.release_hold(session, hold_id=second)
     await session.commit()
-    (released,) = await ops.find_holds(session, state=HoldState.RELEASED)
+    (released,) = await reads.find_holds(session, state=HoldState.RELEASED)
     assert (released.hold_id, released.seconds_left, released.overdue) == (second, None, False)
 
 
@@ -194,7 +195,7 @@ async def test_release_expired_per_event_then_everywhere(session: AsyncSession, 
 
     assert await ops.release_expired(session, event.event_id) == 2
     await session.commit()
-    assert len(await ops.find_holds(session, expired_only=True)) == 1
+    assert len(await reads.find_holds(session, expired_only=True)) == 1
     assert await ops.release_expired(session) == 1
     await session.commit()
     assert await ops.release_expired(session) == 0
@@ -219,9 +220,9 @@ async def test_a_stuck_payment_is_listed_and_reconciled_on_demand(
     owner, hold_id = await _hold(session, event, event.seat_ids[:2], email="late@example.org")
     timed_out = await _pay(sessions, gateways, owner, hold_id, offline.TIMEOUT)
     assert timed_out.result == Result.PENDING
-    assert await ops.stuck_orders(session) == []  # pending for moments only
+    assert await reads.stuck_orders(session) == []  # pending for moments only
     await session.commit()
-    (fresh,) = await ops.stuck_orders(session, older_than=dt.timedelta(0))
+    (fresh,) = await reads.stuck_orders(session, older_than=dt.timedelta(0))
     await session.commit()
     assert (fresh.hold_id, fresh.payment_id, fresh.overdue) == (hold_id, timed_out.payment_id, False)
     assert (fresh.buyer, fresh.event_title, fresh.amount_minor, fresh.currency) == (
@@ -233,14 +234,14 @@ async def test_a_stuck_payment_is_listed_and_reconciled_on_demand(
     assert (fresh.provider, fresh.payment_state, fresh.hold_state) == ("offline", "pending", HoldState.PAYING)
 
     await advance_clock(session, POLICY.payment_grace.total_seconds() + 1)
-    (stuck,) = await ops.stuck_orders(session)
+    (stuck,) = await reads.stuck_orders(session)
     await session.commit()
     assert stuck.overdue
 
     settled = await ops.reconcile_order(sessions, gateways, hold_id)
     assert settled.result == Result.CONFIRMED
     assert settled.order_id is not None
-    assert await ops.stuck_orders(session, older_than=dt.timedelta(0)) == []
+    assert await reads.stuck_orders(session, older_than=dt.timedelta(0)) == []
     await session.commit()
     with pytest.raises(NothingToReconcile, match="already succeeded"):
         await ops.reconcile_order(sessions, gateways, hold_id)
@@ -378,11 +379,11 @@ async def test_pause_stops_new_holds_but_live_holds_may_still_be_paid(
 async def test_resolve_event_by_id_or_slug(session: AsyncSession, event: SmallEvent) -> None:
     slug = await session.scalar(select(Event.slug).where(Event.id == event.event_id))
     assert slug is not None
-    assert await ops.resolve_event(session, slug) == event.event_id
-    assert await ops.resolve_event(session, str(event.event_id)) == event.event_id
+    assert await reads.resolve_event(session, slug) == event.event_id
+    assert await reads.resolve_event(session, str(event.event_id)) == event.event_id
     for ref in ("no-such-event", str(uuid.uuid4())):
         with pytest.raises(EventNotFound):
-            await ops.resolve_event(session, ref)
+            await reads.resolve_event(session, ref)
 
 
 Pause = Callable[[AsyncSession, uuid.UUID], Awaitable[object]]
@@ -510,7 +511,7 @@ async def test_dashboard_numbers_in_a_fixed_number_of_statements(
     assert stopped.revenue == ()
     assert (selling.expiring_soon, selling.stuck_paying) == (1, 1)
     assert (board.expiring_soon, board.stuck_paying) == (1, 1)
-    assert fresh in {row.hold_id for row in await ops.find_holds(session, event_id=event.event_id)}
+    assert fresh in {row.hold_id for row in await reads.find_holds(session, event_id=event.event_id)}
 
 
 async def test_an_empty_dashboard(session: AsyncSession) -> None:
