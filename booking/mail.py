@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
@@ -21,7 +22,7 @@ from booking.accounts.models import Fan
 from booking.catalog.models import Event
 from booking.holds.models import Hold
 from booking.money import money
-from booking.orders.models import Order
+from booking.orders.models import Order, OrderChannel
 from booking.tickets.links import order_tickets_path
 from booking.tickets.service import tickets_of_orders
 
@@ -142,3 +143,56 @@ async def refund_notice(
         "it reaches your account within a few working days.\n"
     )
     return _message(message_id=message_id, sender=sender, to=to, subject=f"Refund for {row.title}", body=body)
+
+
+async def cancellation_notices(
+    session: AsyncSession, facts: Sequence[tuple[uuid.UUID, uuid.UUID]], *, sender: str
+) -> dict[uuid.UUID, EmailMessage | None]:
+    """The notices of orders refunded because their event was cancelled, given as (order id,
+    message id): one read for all of them. Each names the event and its date (in the event's
+    own time zone), and says the whole amount comes back: through the payment provider, or
+    in person for an order paid at a till. An order maps to None when nobody can receive it
+    or it does not exist."""
+    rows = {
+        row.id: row
+        for row in await session.execute(
+            select(
+                Order.id,
+                Order.total_minor,
+                Order.currency,
+                Order.channel,
+                Event.title,
+                Event.starts_at,
+                Event.timezone,
+                func.coalesce(Fan.email, Order.buyer_email).label("to"),
+            )
+            .join(Event, Event.id == Order.event_id)
+            .outerjoin(Fan, Fan.id == Order.fan_id)
+            .where(Order.id.in_([order_id for order_id, _ in facts]))
+        )
+    }
+    messages: dict[uuid.UUID, EmailMessage | None] = {}
+    for order_id, message_id in facts:
+        row = rows.get(order_id)
+        if row is None or row.to is None:
+            messages[order_id] = None
+            continue
+        try:
+            local = row.starts_at.astimezone(ZoneInfo(row.timezone))
+        except (ZoneInfoNotFoundError, ValueError):
+            local = row.starts_at
+        amount = money(row.total_minor, row.currency)
+        how = (
+            "It was paid at the box office: take this email there and the money is handed back."
+            if row.channel == OrderChannel.BOX_OFFICE
+            else "It goes back to the card you paid with and reaches your account within a few working days."
+        )
+        body = (
+            f"We are sorry: {row.title} on {local:%A %d %B %Y, %H:%M} {local:%Z} has been cancelled.\n\n"
+            f"Your order {order_id} is refunded in full, {amount}. {how}\n\n"
+            "Its tickets no longer work; there is nothing you need to do.\n"
+        )
+        messages[order_id] = _message(
+            message_id=message_id, sender=sender, to=str(row.to), subject=f"Cancelled: {row.title}", body=body
+        )
+    return messages

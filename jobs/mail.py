@@ -112,3 +112,33 @@ async def send_refund_notice(hold_id: str, reason: str, fact_id: str) -> str | N
             sender=settings.mail_from,
         )
     return await deliver(message, settings) if message is not None else None
+
+
+async def send_cancellation_notices(items: list[tuple[str, str]]) -> int:
+    """A batch of ``order.event_cancelled`` facts, as (order id, fact id): one read, then each
+    fan told their order is refunded because its event was cancelled. As with confirmations,
+    a failure of one does not stop the others and the job fails at the end (RQ retries it;
+    those sent already go again with the same Message-ID). Returns how many were sent."""
+    settings = get_settings()
+    async with job_session() as session:
+        messages = await mail.cancellation_notices(
+            session,
+            [(uuid.UUID(order_id), uuid.UUID(fact_id)) for order_id, fact_id in items],
+            sender=settings.mail_from,
+        )
+        await session.rollback()
+    sent = 0
+    failures: list[str] = []
+    for order_id, message in messages.items():
+        if message is None:
+            continue
+        try:
+            await deliver(message, settings)
+            sent += 1
+        except Exception as error:
+            failures.append(f"{order_id}: {type(error).__name__}: {error}")
+    if failures:
+        raise RuntimeError(
+            f"{len(failures)} of {len(items)} cancellation notices failed; first: {failures[0]}"
+        )
+    return sent

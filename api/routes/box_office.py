@@ -41,7 +41,7 @@ class StaffEventOut(msgspec.Struct, frozen=True):
     venue: VenueRef
     starts_at: dt.datetime
     timezone: str
-    # on_sale or paused
+    # on_sale, paused or off_sale
     status: str
     onsale_starts_at: dt.datetime
     onsale_ends_at: dt.datetime
@@ -250,8 +250,9 @@ class BoxOfficeController(Controller):
         "/events",
         summary="Events a till can sell",
         description=(
-            "Events on sale or paused that have not ended, soonest first (best match first with "
-            "`q`). `on_sale_now` says whether a sale can be started now. Page with `next_cursor`."
+            "Events on sale, paused or taken off sale that have not ended, soonest first (best match "
+            "first with `q`). `on_sale_now` says whether a sale can be started now. Page with "
+            "`next_cursor`."
         ),
         opt=_SELLS,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -14,13 +15,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import TSVECTOR
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
 from booking.db import Base, now_default, state_enum, uuid_pk
@@ -29,15 +31,18 @@ CURRENCY_CHECK = "currency ~ '^[A-Z]{3}$'"
 
 
 class EventStatus(enum.StrEnum):
-    """Where an event is in its life. Whether tickets can be bought right now also depends on
-    the on-sale window, which the database clock judges, so ``on_sale`` means "selling when
-    the window is open" and ``paused`` is an operator's stop."""
+    """Where an event is in its life, as far as people decide it. Whether tickets can be
+    bought right now also depends on the on-sale window, which the database clock judges, so
+    ``on_sale`` means "selling when the window is open", ``paused`` is an operator's stop and
+    ``off_sale`` the organiser's. What fans see (scheduled, sold out, ended...) is derived
+    from this, the times and the inventory: see ``booking.catalog.lifecycle``."""
 
     DRAFT = "draft"
     ON_SALE = "on_sale"
     PAUSED = "paused"
     CANCELLED = "cancelled"
     COMPLETED = "completed"
+    OFF_SALE = "off_sale"
 
 
 class Category(enum.StrEnum):
@@ -80,6 +85,9 @@ class SeatingLayout(Base):
     venue_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("venues.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[dt.datetime] = now_default()
+    # The price tiers its rows and GA areas name, in the order an event lists them (a JSON
+    # list of names; see booking.catalog.layouts).
+    tiers: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
 
 
 class Section(Base):
@@ -90,6 +98,9 @@ class Section(Base):
     layout_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("seating_layouts.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(120))
     sort_order: Mapped[int] = mapped_column(Integer, server_default="0")
+    # How a layout file placed its seats on the map (booking.catalog.layout_geometry's
+    # SectionMap); None when their positions were given.
+    placement: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class SeatRow(Base):
@@ -100,6 +111,11 @@ class SeatRow(Base):
     section_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sections.id", ondelete="CASCADE"))
     label: Mapped[str] = mapped_column(String(16))
     sort_order: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The layout's price tier for this row's seats (one of its layout's ``tiers``).
+    tier: Mapped[str | None] = mapped_column(String(120))
+    # The row's own placing within its section's map (layout_geometry's RowMap); None when
+    # its positions were given.
+    placement: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class Seat(Base):
@@ -114,6 +130,11 @@ class Seat(Base):
     x: Mapped[float] = mapped_column(Float)
     y: Mapped[float] = mapped_column(Float)
     accessible: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    # The seat's place in its row's numbering (which way the numbers run).
+    sort_order: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Beside an accessible place, for the person who comes with its user.
+    companion: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    restricted_view: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
 
 class GAArea(Base):
@@ -129,6 +150,8 @@ class GAArea(Base):
     layout_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("seating_layouts.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(120))
     capacity: Mapped[int] = mapped_column(Integer)
+    tier: Mapped[str | None] = mapped_column(String(120))
+    sort_order: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Event(Base):
@@ -137,6 +160,8 @@ class Event(Base):
         CheckConstraint("onsale_starts_at < onsale_ends_at", name="onsale_window_ordered"),
         CheckConstraint("onsale_ends_at <= ends_at", name="onsale_ends_by_event_end"),
         CheckConstraint("starts_at < ends_at", name="event_window_ordered"),
+        CheckConstraint("max_tickets_per_fan BETWEEN 1 AND 100", name="fan_cap_range"),
+        CheckConstraint("hold_ttl_seconds BETWEEN 300 AND 600", name="hold_ttl_range"),
         Index("ix_events_starts_at", "starts_at"),
         Index("ix_events_city_starts_at", "city", "starts_at"),
     )
@@ -160,6 +185,10 @@ class Event(Base):
         state_enum(EventStatus, "status"), server_default=EventStatus.DRAFT.value
     )
     created_at: Mapped[dt.datetime] = now_default()
+    # This event's own per-fan cap and hold lifetime; None: the configured ones. The claim
+    # statement reads them from this row, so they cost a hold nothing.
+    max_tickets_per_fan: Mapped[int | None] = mapped_column(SmallInteger)
+    hold_ttl_seconds: Mapped[int | None] = mapped_column(Integer)
 
 
 class PriceTier(Base):

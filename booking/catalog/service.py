@@ -22,8 +22,9 @@ from booking.inventory.models import InventoryUnit, UnitState
 from booking.inventory.transitions import Move, guard
 
 MAX_PAGE = 100
-# Statuses a fan can find in the list; a draft is not public anywhere.
-LISTED = (EventStatus.ON_SALE, EventStatus.PAUSED)
+# Statuses a fan can find in the list; a draft is not public anywhere. An event taken off
+# sale stays findable (not buyable), as one whose on-sale window has closed does.
+LISTED = (EventStatus.ON_SALE, EventStatus.PAUSED, EventStatus.OFF_SALE)
 
 
 @dataclass(frozen=True)

@@ -342,14 +342,19 @@ def _claim_sql(kind: str, *, capped: bool) -> str:
         pick_name = "picked"
         pick_from = "NULL::bigint"
     mine = sql(_tickets_of_fan(param("fan_id"), param("event_id"))) if capped else "0"
+    # The event may lower the per-fan cap (never raise it past the configured one) and set
+    # its own hold lifetime; both are read from the row the sale check reads anyway. A
+    # box-office hold is bounded by its size only.
+    cap = "least(coalesce(e.max_tickets_per_fan, :cap), :cap)" if capped else "CAST(:cap AS integer)"
     return (
         "WITH sale AS ("  # noqa: S608 (constants, made at import)
-        " SELECT 1 FROM events e WHERE e.id = :event_id AND e.status = 'on_sale'"
+        f" SELECT {cap} AS cap, coalesce(e.hold_ttl_seconds * interval '1 second', :ttl) AS ttl"
+        " FROM events e WHERE e.id = :event_id AND e.status = 'on_sale'"
         f" AND e.onsale_starts_at <= now() AND now() < e.onsale_ends_at{sale_extra}),"
         f" mine AS (SELECT {mine} AS already),"
         f" new AS (SELECT gen_random_uuid() AS id, {pick_from} AS pick_from,"
-        "  now() + :ttl AS expires_at FROM sale, mine"
-        "  WHERE mine.already + :quantity <= :cap),"
+        "  now() + sale.ttl AS expires_at FROM sale, mine"
+        "  WHERE mine.already + :quantity <= sale.cap),"
         f" {pick_name} AS ({pick}),"
         " claimed AS ("
         "  UPDATE inventory_units SET state = 'held', hold_id = new.id, held_until = new.expires_at,"
@@ -364,7 +369,7 @@ def _claim_sql(kind: str, *, capped: bool) -> str:
         "  SELECT new.id, :event_id, :fan_id, :staff_key_id, :quantity,"
         "   (SELECT coalesce(sum(price_minor), 0) FROM priced),"
         "   (SELECT coalesce(min(currency), 'XXX') FROM priced), new.expires_at,"
-        "   CAST(:ticket_cap AS smallint) FROM new"
+        f"   {'CAST((SELECT cap FROM sale) AS smallint)' if capped else 'NULL::smallint'} FROM new"
         "  RETURNING id, created_at, expires_at),"
         " items AS ("
         "  INSERT INTO hold_items (hold_id, unit_id, price_tier_id, price_minor, currency)"
@@ -374,7 +379,7 @@ def _claim_sql(kind: str, *, capped: bool) -> str:
         "  SELECT :topic, jsonb_build_object('event_id', CAST(:event_id AS text),"
         "   'unit_ids', (SELECT jsonb_agg(unit_id ORDER BY unit_id) FROM claimed), 'state', 'held'),"
         "   :event_id FROM hold WHERE EXISTS (SELECT 1 FROM claimed))"
-        " SELECT (SELECT count(*) FROM sale), (SELECT already FROM mine),"
+        " SELECT (SELECT count(*) FROM sale), (SELECT already FROM mine), (SELECT cap FROM sale),"
         "  (SELECT count(DISTINCT currency) FROM priced),"
         "  h.id, h.created_at, h.expires_at, p.unit_id, p.seat_id, p.price_tier_id, p.price_minor, p.currency"
         " FROM (SELECT 1) AS one LEFT JOIN hold h ON true LEFT JOIN priced p ON h.id IS NOT NULL"
@@ -411,7 +416,9 @@ async def create_hold(
     policy: HoldPolicy,
     inside_claim: ClaimHook | None = None,
 ) -> HoldView:
-    """Hold seats (all or none) or GA places for ``policy.ttl``, with their prices as of now.
+    """Hold seats (all or none) or GA places for ``policy.ttl`` (or the event's own hold
+    lifetime), with their prices as of now, within the fan's cap (``policy.tickets_per_fan``,
+    or the event's when it is lower).
 
     One statement (``_claim_sql``), and for a fan one before it: the fan's holds for one
     event are serialised by an advisory lock (released at commit), so two tabs cannot both
@@ -434,7 +441,6 @@ async def create_hold(
         "staff_key_id": owner.staff_key_id,
         "quantity": quantity,
         "cap": policy.tickets_per_fan if capped else quantity,
-        "ticket_cap": policy.tickets_per_fan if capped else None,
         "ttl": policy.ttl,
         "topic": Topic.UNITS_CHANGED,
     }
@@ -449,13 +455,13 @@ async def create_hold(
         await lock_fan_cap(session, owner.fan_id, event_id)
     async with inventory.busy_is_retryable():
         rows = await _CLAIMS[kind, capped].rows(session, params)
-    sale_open, already, currencies, hold_id, created_at, expires_at = rows[0][:6]
+    sale_open, already, cap, currencies, hold_id, created_at, expires_at = rows[0][:7]
     if not sale_open:
         await _open_sale(session, event_id, selection)
         raise SaleNotOpen()  # it opened or closed between the two looks
-    if capped and already + quantity > policy.tickets_per_fan:
+    if capped and already + quantity > cap:
         metrics.OVERSELL_REJECTIONS.labels("ticket_cap", "hold").inc()
-        raise TicketCapReached(policy.tickets_per_fan, int(already))
+        raise TicketCapReached(int(cap), int(already))
     claimed = [
         inventory.ClaimedUnit(unit_id, seat_id, tier_id)
         for *_, unit_id, seat_id, tier_id, _, _ in rows
@@ -509,13 +515,15 @@ async def units_changed(
 async def renew_hold(
     session: AsyncSession, *, owner: Owner, hold_id: uuid.UUID, policy: HoldPolicy
 ) -> HoldView:
-    """Extend an active hold by ``policy.ttl``, at most ``policy.max_renewals`` times and never
-    past ``policy.max_lifetime`` from its creation.
+    """Extend an active hold by ``policy.ttl`` (or its event's own hold lifetime), at most
+    ``policy.max_renewals`` times and never past ``policy.max_lifetime`` from its creation.
 
     Raises:
         HoldNotFound, HoldStateConflict, HoldExpired, RenewalLimit.
     """
     hold, now = await lock_hold(session, hold_id, owner)
+    own_ttl = await session.scalar(select(Event.hold_ttl_seconds).where(Event.id == hold.event_id))
+    ttl = policy.ttl if own_ttl is None else dt.timedelta(seconds=own_ttl)
     # Past its deadline is "expired" whether or not the sweeper has tidied it yet: one answer.
     if hold.state == S.EXPIRED:
         raise HoldExpired()
@@ -525,7 +533,7 @@ async def renew_hold(
         raise HoldExpired()
     if hold.renewals >= policy.max_renewals:
         raise RenewalLimit(f"A hold can be renewed {policy.max_renewals} times.")
-    deadline = min(now + policy.ttl, hold.created_at + policy.max_lifetime)
+    deadline = min(now + ttl, hold.created_at + policy.max_lifetime)
     if deadline <= hold.expires_at:
         raise RenewalLimit(f"A hold lasts at most {int(policy.max_lifetime.total_seconds() // 60)} minutes.")
     moved = await inventory.move_hold_units(session, Move.EXTEND, hold_id=hold_id, held_until=deadline)

@@ -349,6 +349,12 @@ def _lock_key(event_id: uuid.UUID) -> str:
     return f"{_prefix(event_id)}:seatmap:lock"
 
 
+def cached_keys(event_id: uuid.UUID) -> list[str]:
+    """What ``SeatmapCache.invalidate`` forgets: the layout and the snapshot. The outbox
+    relay deletes them (and moves the version) on ``seatmap.changed``."""
+    return [_layout_key(event_id), _meta_key(event_id), _body_key(event_id, True), _body_key(event_id, False)]
+
+
 class SnapshotMeta(msgspec.Struct, frozen=True):
     """What a stored snapshot is: the version it reflects at least, its ETag, the wall time
     after which a hold it shows as taken has reached its deadline (None: no such hold), and
@@ -496,9 +502,7 @@ class SeatmapCache:
 
     async def invalidate(self, event_id: uuid.UUID) -> None:
         """Forget the event's layout and snapshot (after a layout or price edit)."""
-        await self.redis.delete(
-            _layout_key(event_id), _meta_key(event_id), _body_key(event_id, True), _body_key(event_id, False)
-        )
+        await self.redis.delete(*cached_keys(event_id))
 
     async def _read(
         self, event_id: uuid.UUID, gzipped: bool | None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from booking.catalog.lifecycle import EVENT_MOVES
 from booking.catalog.models import Event, EventStatus
 from booking.catalog.search import EVENT_CHANGED
 from booking.errors import (
@@ -227,10 +228,10 @@ async def refund_order_by_staff(session: AsyncSession, order_id: uuid.UUID) -> S
 
 # --- pausing a sale ----------------------------------------------------------------------
 
-# move -> (the one status it may start from, the status it ends in)
+# move -> (the one status it may start from, the status it ends in): on-call's part of the
+# event lifecycle's table, which holds every move of an event.
 SALE_MOVES: dict[str, tuple[EventStatus, EventStatus]] = {
-    "pause": (EventStatus.ON_SALE, EventStatus.PAUSED),
-    "resume": (EventStatus.PAUSED, EventStatus.ON_SALE),
+    move: (next(iter(EVENT_MOVES[move][0])), EVENT_MOVES[move][1]) for move in ("pause", "resume")
 }
 
 

@@ -11,18 +11,20 @@ from textual.binding import Binding, BindingType
 from console.tui.box_office import BoxOfficeScreen
 from console.tui.client import ApiProblem, StaffClient, Unreachable
 from console.tui.dashboard import DashboardScreen
+from console.tui.events import EventsScreen
 from console.tui.holds import HoldsScreen
 from console.tui.on_call import OnCallScreen
 
 
 class ConsoleApp(App[None]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH: ClassVar = ["app.tcss", "events.tcss"]
     TITLE = "Boxoffice console"
     MODES: ClassVar = {
         "dashboard": DashboardScreen,
         "box_office": BoxOfficeScreen,
         "holds": HoldsScreen,
         "on_call": OnCallScreen,
+        "events": EventsScreen,
     }
     DEFAULT_MODE = "dashboard"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -30,6 +32,7 @@ class ConsoleApp(App[None]):
         Binding("b", "switch_mode('box_office')", "Box office"),
         Binding("h", "switch_mode('holds')", "Holds"),
         Binding("o", "switch_mode('on_call')", "On call"),
+        Binding("v", "switch_mode('events')", "Catalog"),
         Binding("q", "quit", "Quit"),
     ]
 
