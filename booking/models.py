@@ -29,11 +29,13 @@ from booking.payments.models import (
     RefundState,
 )
 from booking.tickets.models import Ticket, TicketState
+from booking.waiting_room.models import AdmissionRecord, WaitingRoom
 
 metadata = Base.metadata
 
 __all__ = [
     "ActorType",
+    "AdmissionRecord",
     "AuditEntry",
     "Base",
     "Category",
@@ -70,5 +72,6 @@ __all__ = [
     "Ticket",
     "TicketState",
     "Venue",
+    "WaitingRoom",
     "metadata",
 ]

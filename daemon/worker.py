@@ -1,5 +1,6 @@
 """The worker daemon: an rq worker on Boxoffice's queues, plus the ticker that enqueues the
-periodic jobs (outbox relay, hold sweeper, key pruning) and schedules delayed retries.
+periodic jobs (outbox relay, hold sweeper, key pruning, waiting-room admission) and schedules
+delayed retries.
 
 It outlives Redis outages. rq gives up its work loop at the first Redis error outside a
 queue pop; the daemon then waits for Redis with back-off and starts a fresh worker, in the

@@ -12,12 +12,14 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.routes.holds import HoldOut, Money, hold_out
 from api.routes.orders import OrderOut, order_out
+from api.routes.waiting_room import WaitingRoomOut, room_out
 from api.schemas import STORABLE_TEXT
 from api.staff import BOX_OFFICE, ON_CALL, STAFF_SECURITY, audit_detail
 from booking.accounts.staff import StaffPrincipal
@@ -29,6 +31,7 @@ from booking.payments import service as payments
 from booking.payments.models import RefundState
 from booking.payments.registry import Gateways
 from booking.payments.service import Settlement
+from booking.waiting_room import service as rooms
 
 WATCHERS = ON_CALL + BOX_OFFICE
 
@@ -64,6 +67,8 @@ class DashboardOut(msgspec.Struct, frozen=True):
     stuck_paying: int
     # Refunds not paid back yet; a failed one needs on-call (GET /staff/refunds).
     refunds: RefundCountsOut
+    # Every enabled waiting room of an event not over: its queue, shoppers, rate and ETA.
+    waiting_rooms: list[WaitingRoomOut]
 
 
 class RefundOut(msgspec.Struct, frozen=True):
@@ -224,15 +229,21 @@ class OpsController(Controller):
         description=(
             "Per event: capacity, available, held and sold tickets; holds and orders in the last "
             "minute and per minute over five; revenue of active orders; holds within a minute of "
-            "running out; payments stuck past their deadline. All read at one database instant (`at`)."
+            "running out; payments stuck past their deadline. All read at one database instant (`at`). "
+            "Then each waiting room: fans waiting and shopping, the admission rate measured over the "
+            "last minute, and when the last fan waiting should be in."
         ),
         opt={"roles": WATCHERS},
     )
     async def dashboard(
-        self, staff: NamedDependency[StaffPrincipal], db_session: NamedDependency[AsyncSession]
+        self,
+        state: State,
+        staff: NamedDependency[StaffPrincipal],
+        db_session: NamedDependency[AsyncSession],
     ) -> DashboardOut:
         board = await ops.dashboard(db_session)
         refunds = await payments.unsettled_refund_counts(db_session)
+        waiting = await rooms.rooms_status(db_session, state.redis, breaker=state.redis_breaker)
         return DashboardOut(
             at=board.at,
             events=[
@@ -258,6 +269,7 @@ class OpsController(Controller):
             expiring_soon=board.expiring_soon,
             stuck_paying=board.stuck_paying,
             refunds=RefundCountsOut(**refunds),
+            waiting_rooms=[room_out(status) for status in waiting],
         )
 
     @get(

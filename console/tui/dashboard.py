@@ -38,6 +38,51 @@ def sale_status(status: str, window: dict[str, Any] | None, now: dt.datetime) ->
     return status
 
 
+ROOM_COLUMNS = ("Event", "Room", "Waiting", "Shopping", "Admitted", "Rate/min", "Last in")
+
+
+def room_state(room: dict[str, Any], now: dt.datetime) -> str:
+    """The Room column: what the room is doing now."""
+    if not room["active"]:
+        return "closed"
+    if room["paused"]:
+        return "paused"
+    if room["sale_opens_at"] is not None and now < dt.datetime.fromisoformat(room["sale_opens_at"]):
+        return f"draws at {when(room['sale_opens_at'])}"
+    return "admitting"
+
+
+def room_cells(room: dict[str, Any], title: str, now: dt.datetime) -> list[str]:
+    """One waiting room's row: depth, fans shopping (of the most allowed), everyone admitted,
+    the rate (measured over the last minute, and the setting), and when the last fan waiting
+    now gets in. A room whose queue Redis could not read says so instead of a zero."""
+    measured = room["measured_rate_per_minute"]
+    rate = str(room["rate_per_minute"]) + ("" if measured is None else f" ({measured:.0f} now)")
+    limit = room["max_shoppers"]
+    eta = room["eta_seconds_for_last"]
+    return [
+        title[:40],
+        room_state(room, now),
+        str(room["waiting"]) if room["redis_ok"] else "? Redis away",
+        str(room["shopping"]) + ("" if limit is None else f"/{limit}"),
+        str(room["admitted_total"]),
+        rate,
+        "-" if eta is None or not room["waiting"] else f"{math.ceil(eta / 60)} min",
+    ]
+
+
+def show_rooms(
+    table: DataTable[Any], rooms: list[dict[str, Any]] | None, titles: dict[str, str], now: dt.datetime
+) -> None:
+    """Fill ``table`` with the board's waiting rooms; hidden when there are none (or the API
+    is older than waiting rooms)."""
+    table.clear()
+    table.display = bool(rooms)
+    for room in rooms or []:
+        event_id = str(room["event_id"])
+        table.add_row(*room_cells(room, titles.get(event_id, event_id), now), key=event_id)
+
+
 class DashboardScreen(ConsoleScreen):
     SUB_TITLE = "Dashboard"
 
@@ -51,6 +96,8 @@ class DashboardScreen(ConsoleScreen):
             yield Static(id="summary", classes="summary")
             yield Static("Events", classes="heading")
             yield DataTable(id="events", cursor_type="row", zebra_stripes=True)
+            yield Static("Waiting rooms", classes="heading", id="rooms-heading")
+            yield DataTable(id="rooms", cursor_type="none", zebra_stripes=True)
             yield Static("Job queues", classes="heading")
             yield DataTable(id="queues", cursor_type="none", zebra_stripes=True)
             yield Static(id="workers", classes="summary")
@@ -60,6 +107,7 @@ class DashboardScreen(ConsoleScreen):
             "Event", "Status", "Capacity", "Available", "Held", "Sold",
             "Holds/min", "Orders/min", "Revenue", "Expiring", "Stuck",
         )  # fmt: skip
+        self.query_one("#rooms", DataTable).add_columns(*ROOM_COLUMNS)
         self.query_one("#queues", DataTable).add_columns(
             "Queue", "Queued", "Running", "Scheduled", "Deferred", "Failed", "Oldest waiting"
         )
@@ -101,6 +149,9 @@ class DashboardScreen(ConsoleScreen):
                 str(e["stuck_paying"]),
                 key=e["event_id"],
             )
+        titles = {str(e["event_id"]): e["title"] for e in board["events"]}
+        show_rooms(self.query_one("#rooms", DataTable), board.get("waiting_rooms"), titles, now)
+        self.query_one("#rooms-heading", Static).display = self.query_one("#rooms", DataTable).display
         queues = self.query_one("#queues", DataTable)
         queues.clear()
         self._show_sales(board)

@@ -1,8 +1,9 @@
-"""On call: orders stuck in payment, refunds not paid back, failed jobs, and pausing or
-resuming a sale."""
+"""On call: orders stuck in payment, refunds not paid back, failed jobs, pausing or resuming a
+sale, and steering a waiting room (pause, resume, admission rate)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, ClassVar
 
 from textual import work
@@ -13,8 +14,9 @@ from textual.widgets import DataTable, Static
 
 from console.tui.base import ConsoleScreen
 from console.tui.client import ApiProblem, Unreachable
+from console.tui.dashboard import ROOM_COLUMNS, show_rooms
 from console.tui.format import money, when
-from console.tui.modals import ConfirmModal
+from console.tui.modals import AskModal, ConfirmModal
 
 
 class OnCallScreen(ConsoleScreen):
@@ -27,7 +29,14 @@ class OnCallScreen(ConsoleScreen):
         Binding("delete", "delete_job", "Delete job"),
         Binding("p", "pause", "Pause sale"),
         Binding("u", "resume", "Resume sale"),
+        Binding("w", "toggle_room", "Pause/resume room"),
+        Binding("a", "room_rate", "Admission rate"),
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Event id -> its waiting room as the last refresh saw it.
+        self._rooms: dict[str, dict[str, Any]] = {}
 
     def body(self) -> ComposeResult:
         with Vertical(id="on-call"):
@@ -41,6 +50,8 @@ class OnCallScreen(ConsoleScreen):
             yield DataTable(id="failed", cursor_type="row", zebra_stripes=True)
             yield Static("Sales  (p pause · u resume)", classes="heading")
             yield DataTable(id="sales", cursor_type="row", zebra_stripes=True)
+            yield Static("Waiting rooms  (w pause or resume · a admission rate)", classes="heading")
+            yield DataTable(id="rooms", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         self.query_one("#stuck", DataTable).add_columns(
@@ -51,6 +62,7 @@ class OnCallScreen(ConsoleScreen):
         )
         self.query_one("#failed", DataTable).add_columns("Job", "Queue", "Function", "Failed at", "Error")
         self.query_one("#sales", DataTable).add_columns("Event", "Status", "Sold", "Held", "Available")
+        self.query_one("#rooms", DataTable).add_columns(*ROOM_COLUMNS)
         super().on_mount()
 
     @staticmethod
@@ -131,6 +143,20 @@ class OnCallScreen(ConsoleScreen):
                 for e in board["events"]
             ],
         )
+        rooms = board.get("waiting_rooms") or []
+        self._rooms = {str(room["event_id"]): room for room in rooms}
+        table = self.query_one("#rooms", DataTable)
+        keep = table.cursor_row
+        show_rooms(
+            table,
+            rooms,
+            {str(e["event_id"]): e["title"] for e in board["events"]},
+            dt.datetime.fromisoformat(board["at"]),
+        )
+        # Shown even when empty: the heading says which keys act on it.
+        table.display = True
+        if table.row_count:
+            table.move_cursor(row=min(keep, table.row_count - 1))
 
     def _selected(self, table_id: str) -> tuple[str, str] | None:
         table = self.query_one(table_id, DataTable)
@@ -217,6 +243,51 @@ class OnCallScreen(ConsoleScreen):
         picked = self._selected("#sales")
         if picked:
             self._act("POST", f"/staff/events/{picked[0]}/resume", "Sale resumed.")
+
+    def action_toggle_room(self) -> None:
+        picked = self._selected("#rooms")
+        if not picked:
+            return
+        event_id, title = picked
+        path = f"/staff/events/{event_id}/waiting-room"
+        if self._rooms.get(event_id, {}).get("paused"):
+            self._act("POST", f"{path}/resume", "Waiting room admitting again.")
+            return
+        self._confirm_then(
+            f"Pause admission to {title}? Fans keep their places; nobody new gets in.",
+            "POST",
+            f"{path}/pause",
+            "Waiting room paused.",
+        )
+
+    def action_room_rate(self) -> None:
+        picked = self._selected("#rooms")
+        if not picked:
+            return
+        event_id, title = picked
+        now = self._rooms.get(event_id, {}).get("rate_per_minute")
+
+        def answered(text: str | None) -> None:
+            if text is None or not text.strip():
+                return
+            if not text.strip().isdigit() or int(text) < 1:
+                self.tell(f"Not a rate: {text!r}. Give fans a minute, a whole number.", error=True)
+                return
+            self._set_rate(event_id, int(text))
+
+        self.app.push_screen(
+            AskModal(f"Fans admitted a minute to {title} (now {now}):", "e.g. 600"), answered
+        )
+
+    @work(group="act", exit_on_error=False)
+    async def _set_rate(self, event_id: str, rate: int) -> None:
+        try:
+            room = await self.client.put(f"/staff/events/{event_id}/waiting-room", {"rate_per_minute": rate})
+        except (Unreachable, ApiProblem) as error:
+            self.tell(f"Nothing changed: {error}", error=True)
+            return
+        self.tell(f"Admitting {room['rate_per_minute']} fans a minute.")
+        self.refresh_now()
 
     @work(group="act", exit_on_error=False)
     async def _act(self, method: str, path: str, done: str) -> None:

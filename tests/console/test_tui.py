@@ -320,3 +320,43 @@ async def test_retrying_a_failed_refund_from_the_on_call_screen(
             lambda: key not in {k.value for k in refunds.rows} or _cell(refunds, key, 1) != "failed",
             "the refund retried",
         )
+
+
+def _enable_room(base: str, key: str, event_id: str) -> None:
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client:
+        answer = client.put(
+            f"/staff/events/{event_id}/waiting-room", json={"enabled": True, "rate_per_minute": 120}
+        )
+        assert answer.status_code == 200, answer.text
+
+
+async def test_a_waiting_room_on_the_dashboard_and_steered_from_the_on_call_screen(
+    live_api: LiveApi, admin_key: str, tmp_path: Path
+) -> None:
+    event_id = _seated_event_on_sale(live_api.url)
+    _enable_room(live_api.url, admin_key, event_id)
+    app = console(live_api, admin_key, tmp_path)
+    async with app.run_test(size=(180, 60)) as pilot:
+        rooms = app.screen.query_one("#rooms", DataTable)
+        await until(pilot, lambda: event_id in {key.value for key in rooms.rows}, "the waiting room")
+        assert _cell(rooms, event_id, 1) == "admitting"
+        assert _cell(rooms, event_id, 5) == "120"
+
+        await pilot.press("o")
+        screen = app.screen
+        assert isinstance(screen, OnCallScreen)
+        rooms = screen.query_one("#rooms", DataTable)
+        await until(pilot, lambda: event_id in {key.value for key in rooms.rows}, "the on-call rooms")
+        rooms.focus()
+        rooms.move_cursor(row=rooms.get_row_index(event_id))
+        await pilot.press("w")
+        assert isinstance(app.screen, ConfirmModal)
+        await pilot.press("y")
+        await until(pilot, lambda: _cell(rooms, event_id, 1) == "paused", "the room paused")
+        await pilot.press("w")
+        await until(pilot, lambda: _cell(rooms, event_id, 1) == "admitting", "the room admitting")
+
+        await pilot.press("a")
+        await pilot.press(*"600")
+        await pilot.press("enter")
+        await until(pilot, lambda: _cell(rooms, event_id, 5).startswith("600"), "the new rate")

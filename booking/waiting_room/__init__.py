@@ -1,0 +1,1 @@
+"""The virtual waiting room: a fair queue per event, metered admission, and admission tokens."""
