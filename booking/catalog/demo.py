@@ -1,4 +1,4 @@
-"""Demo data: four venues and fourteen events, enough to try every part of Boxoffice.
+"""Demo data: six venues and fourteen events, enough to try every part of Boxoffice.
 
 The load is one transaction under an advisory lock, and skipped when the demo venue already
 exists, so running it twice (or from two processes at once) loads it once.
@@ -7,13 +7,17 @@ exists, so running it twice (or from two processes at once) loads it once.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from booking.catalog.layout_file import Layout, read_layout
+from booking.catalog.layouts import example_layouts, import_layout
 from booking.catalog.models import (
     Category,
     Event,
@@ -372,6 +376,7 @@ async def _load_venue(
                     "x": ox + n * 10.0,
                     "y": oy + r * 10.0,
                     "accessible": section.accessible_front and r == 0 and n in (0, section.seats_per_row - 1),
+                    "sort_order": n,
                 }
                 for r, row_id in enumerate(row_ids)
                 for n in range(section.seats_per_row)
@@ -460,6 +465,14 @@ async def _load_event(
             )
 
 
+@functools.lru_cache(maxsize=8)
+def _example(path: Path, mtime_ns: int, size: int) -> Layout:
+    """An example layout file, read once a process while it stays the same file (the test
+    suite loads the demo many times)."""
+    del mtime_ns, size  # part of the cache key only
+    return read_layout(path)
+
+
 async def load_demo(session: AsyncSession) -> DemoResult:
     """Load the demo venues and events unless they are already there; commits.
 
@@ -474,6 +487,13 @@ async def load_demo(session: AsyncSession) -> DemoResult:
     now = await session.scalar(select(func.now()))
     assert now is not None
     venue_ids = {spec.slug: await _load_venue(session, spec) for spec in VENUES}
+    # The example layout files (a theatre and an arena) are venues to look at and build
+    # events on, but carry no event: one on the arena would be 20,000 more units for every
+    # test that loads the demo.
+    examples = example_layouts()
+    for path in examples:
+        stat = path.stat()
+        await import_layout(session, _example(path, stat.st_mtime_ns, stat.st_size))
     by_slug = {spec.slug: spec for spec in VENUES}
     for event in EVENTS:
         await _load_event(session, event, by_slug[event.venue], venue_ids[event.venue], now)
@@ -481,4 +501,5 @@ async def load_demo(session: AsyncSession) -> DemoResult:
     await refresh_all_search_documents(session)
     units = await session.scalar(select(func.count()).select_from(InventoryUnit))
     await session.commit()
-    return DemoResult(loaded=True, venues=len(VENUES), events=len(EVENTS), units=int(units or 0))
+    venues = len(VENUES) + len(examples)
+    return DemoResult(loaded=True, venues=venues, events=len(EVENTS), units=int(units or 0))

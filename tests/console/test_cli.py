@@ -36,7 +36,7 @@ def test_db_upgrade_on_an_empty_database(empty_database_url: str, monkeypatch: p
 def test_demo_load_twice(env: str) -> None:
     first = runner.invoke(app, ["demo", "load"])
     assert first.exit_code == 0, first.output
-    assert "loaded 4 venues, 14 events" in first.output
+    assert "loaded 6 venues, 14 events" in first.output
     second = runner.invoke(app, ["demo", "load"])
     assert second.exit_code == 0
     assert "already loaded; nothing changed" in second.output

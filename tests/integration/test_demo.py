@@ -16,11 +16,13 @@ async def _scalar(session: AsyncSession, sql: str) -> int:
 async def test_demo_has_a_big_seated_venue_ga_and_a_dozen_varied_events(session: AsyncSession) -> None:
     result = await load_demo(session)
     assert result.loaded
+    # The biggest venue that has events (the example layouts' venues have none).
     biggest = await session.execute(
         text(
             "SELECT v.name, count(*) AS seats, count(DISTINCT s.id) AS sections FROM venues v"
             " JOIN seating_layouts l ON l.venue_id = v.id JOIN sections s ON s.layout_id = l.id"
             " JOIN seat_rows r ON r.section_id = s.id JOIN seats ON seats.row_id = r.id"
+            " WHERE EXISTS (SELECT 1 FROM events e WHERE e.layout_id = l.id)"
             " GROUP BY v.name ORDER BY seats DESC LIMIT 1"
         )
     )
@@ -62,6 +64,18 @@ async def test_demo_has_a_big_seated_venue_ga_and_a_dozen_varied_events(session:
     assert result.units == await _scalar(session, "SELECT count(*) FROM inventory_units")
     assert await _scalar(session, "SELECT count(*) FROM inventory_units WHERE state <> 'available'") == 0
     assert name == "Harbour Arena"
+    # The example layout files are venues too, with every place of the files and no event.
+    examples = await session.execute(
+        text(
+            "SELECT v.slug, (SELECT count(*) FROM seats JOIN seat_rows r ON r.id = seats.row_id"
+            " JOIN sections s ON s.id = r.section_id WHERE s.layout_id = l.id)"
+            " + (SELECT coalesce(sum(capacity), 0) FROM ga_areas a WHERE a.layout_id = l.id)"
+            " FROM venues v JOIN seating_layouts l ON l.venue_id = v.id"
+            " WHERE v.slug IN ('castlegate-theatre', 'meridian-arena')"
+        )
+    )
+    assert dict(examples.all()) == {"castlegate-theatre": 2000, "meridian-arena": 20000}
+    assert result.venues == 6
 
 
 async def test_loading_twice_changes_nothing(session: AsyncSession) -> None:
