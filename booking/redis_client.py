@@ -26,11 +26,20 @@ COMMAND_TIMEOUT_S = 1.0
 RETRIES = 1
 
 
+def client_url(url: str) -> str:
+    """``url`` as redis-py takes it: Valkey speaks the same protocol, but redis-py knows only
+    the redis://, rediss:// and unix:// schemes, so valkey:// and valkeys:// are renamed."""
+    for valkey, redis in (("valkey://", "redis://"), ("valkeys://", "rediss://")):
+        if url.startswith(valkey):
+            return redis + url.removeprefix(valkey)
+    return url
+
+
 def sync_client(url: str, *, command_timeout: float = COMMAND_TIMEOUT_S) -> Redis:
     """A blocking client; ``command_timeout`` must exceed any blocking command's own wait
     (a queue pop of two seconds needs more than two)."""
     return Redis.from_url(
-        url,
+        client_url(url),
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=command_timeout,
         retry=Retry(NoBackoff(), RETRIES),
@@ -39,7 +48,7 @@ def sync_client(url: str, *, command_timeout: float = COMMAND_TIMEOUT_S) -> Redi
 
 def async_client(url: str, *, command_timeout: float = COMMAND_TIMEOUT_S) -> AsyncRedis:
     return AsyncRedis.from_url(
-        url,
+        client_url(url),
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=command_timeout,
         retry=AsyncRetry(NoBackoff(), RETRIES),

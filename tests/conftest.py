@@ -173,7 +173,11 @@ def redis_url(redis_server_url: str) -> str:
 
 @pytest.fixture
 def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, redis_url=redis_url, data_dir=tmp_path / "data")
+    # Rate limits off: a test signs up and buys as many fans from one address as it needs.
+    # The tests of the limits (tests/api/test_rate_limits.py) turn them on.
+    return Settings(
+        database_url=database_url, redis_url=redis_url, data_dir=tmp_path / "data", rate_limits=False
+    )
 
 
 def free_port() -> int:

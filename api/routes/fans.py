@@ -13,8 +13,10 @@ from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import SECURITY
+from api.rate_limits import client_address
 from api.schemas import Text
 from booking.accounts import fans
+from booking.accounts.backoff import SignInGuard
 from booking.logs import bind, get_logger
 
 log = get_logger("boxoffice.api.fans")
@@ -56,6 +58,7 @@ class FanController(Controller):
         "/fans",
         summary="Create a fan account",
         description="Email (unique, any case) and a password of 10 to 256 characters. 409 when taken.",
+        opt={"rate_limit": "signup"},
     )
     async def register(
         self, db_session: NamedDependency[AsyncSession], data: JSONBody[Registration]
@@ -73,14 +76,21 @@ class FanController(Controller):
         description=(
             "Returns a bearer token for `Authorization: Bearer <token>`, valid 30 days or until revoked."
             " An `Idempotency-Key` is not used here: the answer holds a secret, so nothing is kept"
-            " to replay, and a retry signs in again."
+            " to replay, and a retry signs in again. After repeated failures for one email (or"
+            " from one address) sign-in pauses, longer each time: 429 `login-backoff`, with"
+            " `Retry-After`, whether or not the email has an account."
         ),
-        opt={"idempotency_key": "unstored"},
+        opt={"idempotency_key": "unstored", "rate_limit": "login"},
     )
     async def sign_in(
-        self, db_session: NamedDependency[AsyncSession], data: JSONBody[Credentials]
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        data: JSONBody[Credentials],
     ) -> SessionOut:
-        issued = await fans.sign_in(db_session, email=data.email, password=data.password)
+        guard: SignInGuard = request.app.state.rate_limits.sign_in
+        async with guard.attempt(data.email, client_address(request)):
+            issued = await fans.sign_in(db_session, email=data.email, password=data.password)
         bind(fan_id=issued.fan_id)
         log.info("fan signed in")
         return SessionOut(
