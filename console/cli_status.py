@@ -16,7 +16,8 @@ deadline.
 Shown but not counted against health: failed jobs and waiting jobs. A failed job stays listed
 for a day after its cause is gone, and mail may lag by minutes under load by design; both are
 for a person to judge. A supervisor that is not running is not a fault either: only
-``boxoffice up`` has one.
+``boxoffice up`` has one. Nor are the API's payment breakers (read from its ``/metrics``):
+payments paused by a provider outage are the provider's fault, shown for on-call to see.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ FAILED_SHOWN = 5
 # slack for a loaded host: its daemons are alive, but its ticker or its queue is stuck.
 LATE_INTERVALS = 3
 LATE_SLACK_SECONDS = 10.0
-WATCHED_TASKS = (("sweep", "hold sweeper"), ("relay", "outbox relay"))
+WATCHED_TASKS = (("sweep", "hold sweeper"), ("relay", "outbox relay"), ("admit", "waiting-room admission"))
 
 T = TypeVar("T")
 
@@ -134,6 +135,41 @@ async def _api(url: str) -> dict[str, Any]:
         "ready": body,
         "error": None,
     }
+
+
+BREAKER_METRIC = "boxoffice_payment_breaker_state"
+# The gauge's values (booking.payments.breaker.GAUGE_VALUE), by name.
+BREAKER_STATES = {0: "closed", 1: "half_open", 2: "open"}
+
+
+async def _payments(url: str) -> dict[str, Any]:
+    """The API processes' payment breakers, from its ``/metrics``: per provider, how many
+    processes are closed, trying (half-open) or paused (open). Never counted against health."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics_url = url.rstrip("/") + "/metrics"
+    try:
+        async with (
+            asyncio.timeout(API_TIMEOUT_SECONDS + 0.5),
+            httpx.AsyncClient(timeout=API_TIMEOUT_SECONDS) as client,
+        ):
+            response = await client.get(metrics_url)
+        response.raise_for_status()
+        families = list(text_string_to_metric_families(response.text))
+    except (httpx.HTTPError, httpx.InvalidURL, TimeoutError, OSError, ValueError) as error:
+        return {"status": "unknown", "healthy": True, "providers": {}, "error": _first_line(error)}
+    providers: dict[str, dict[str, int]] = {}
+    for family in families:
+        if family.name != BREAKER_METRIC:
+            continue
+        for sample in family.samples:
+            name = sample.labels.get("provider", "?")
+            counts = providers.setdefault(name, dict.fromkeys(BREAKER_STATES.values(), 0))
+            counts[BREAKER_STATES.get(int(sample.value), "open")] += 1
+    paused = sorted(name for name, counts in providers.items() if counts["open"] or counts["half_open"])
+    status = "paused: " + ", ".join(paused) if paused else "ok"
+    return {"status": status, "healthy": True, "providers": providers, "error": None}
 
 
 def _check_part(check: Any) -> dict[str, Any]:
@@ -335,11 +371,14 @@ def _supervisor(settings: Settings) -> dict[str, Any]:
 
 async def gather(settings: Settings, api_url: str, database_url: str | None, redis_url: str | None) -> Report:
     """Ask every part at once; returns when the slowest has answered or timed out."""
-    api, database, redis = await asyncio.gather(_api(api_url), _database(database_url), _redis(redis_url))
+    api, database, redis, payments = await asyncio.gather(
+        _api(api_url), _database(database_url), _redis(redis_url), _payments(api_url)
+    )
     parts: dict[str, dict[str, Any]] = {"api": api}
     parts |= database
     parts |= redis
     parts["supervisor"] = _supervisor(settings)
+    parts["payments"] = payments
     return Report(parts)
 
 
@@ -357,6 +396,18 @@ def _ms(part: dict[str, Any]) -> str:
 
 def _why(part: dict[str, Any], fallback: str = "") -> str:
     return str(part.get("error") or fallback)
+
+
+def _breakers(part: dict[str, Any]) -> str:
+    """Each provider's processes by breaker state, e.g. ``stripe: 2 closed, 1 open (...)``."""
+    if part["error"]:
+        return f"breakers not read: {part['error']}"
+    described = []
+    for name, counts in sorted(part["providers"].items()):
+        states = ", ".join(f"{n} {state.replace('_', '-')}" for state, n in counts.items() if n)
+        paused = " (checkouts answered 503, holds kept)" if counts["open"] else ""
+        described.append(f"{name}: {states}{paused}")
+    return "; ".join(described) or "no breaker reported"
 
 
 def _rows(report: Report) -> list[tuple[str, str, bool | None, str]]:
@@ -440,6 +491,10 @@ def _rows(report: Report) -> list[tuple[str, str, bool | None, str]]:
             rows.append(("Failed jobs", str(queues["failed"]), None, "see `boxoffice jobs failed`"))
     else:
         rows.append(("Queues", queues["status"], queues["healthy"], _why(queues)))
+
+    payments = parts.get("payments")
+    if payments is not None:
+        rows.append(("Payments", payments["status"], None, _breakers(payments)))
 
     supervisor = parts["supervisor"]
     if supervisor["pid"] is None:

@@ -55,7 +55,9 @@ async def stripe_webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
         payload, request.headers.get("stripe-signature"), settings.stripe_webhook_secret.get_secret_value()
     )
     sessions = request.app.state.sessionmaker
-    gateway = gateways.get(PaymentProvider.STRIPE)
+    # Through the process's breaker: while Stripe is failing the delivery is refused at once
+    # (a paused call raises GatewayError too) instead of holding a request slot for its timeouts.
+    gateway = gateways.guarded(PaymentProvider.STRIPE)
 
     # Ask Stripe first, outside any transaction of ours: the body says what happened when it
     # was sent, Stripe says what is true now.

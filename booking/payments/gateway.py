@@ -48,12 +48,41 @@ class GatewayRefund:
 
 class GatewayError(Exception):
     """The provider answered with an error that is not about the payer's card (a 5xx, a
-    malformed request). Safe to retry with the same idempotency key."""
+    malformed request). Safe to retry with the same idempotency key.
+
+    ``status`` is the provider's HTTP status when it answered with one."""
+
+    def __init__(self, message: str = "", *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def provider_fault(self) -> bool:
+        """Whether this says the provider is unwell (no answer, a 5xx, or a 429 asking us to
+        slow down), rather than that our request was refused (any other 4xx): only the
+        former counts against it in the breaker (``booking.payments.breaker``)."""
+        return self.status is None or self.status >= 500 or self.status == 429
 
 
 class GatewayTimeout(GatewayError):
     """No answer in time: the charge may or may not have happened. Never assume either;
     ask again with the same idempotency key, or let reconciliation ask."""
+
+
+class ProviderPaused(GatewayError):
+    """The call was not made: the provider failed repeatedly and calls to it are paused
+    (``booking.payments.breaker``) for ``retry_after`` more seconds. Nothing reached it, so
+    nothing can have been charged or refunded by this call."""
+
+    def __init__(self, provider: str, retry_after: float) -> None:
+        super().__init__(f"calls to {provider} are paused for {retry_after:.0f} s after repeated failures")
+        self.provider = provider
+        self.retry_after = retry_after
+
+    @property
+    def provider_fault(self) -> bool:
+        # Not a new failure of the provider: nothing was sent to it.
+        return False
 
 
 class Gateway(Protocol):

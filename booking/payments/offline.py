@@ -128,7 +128,7 @@ class OfflineGateway:
         async with self.sessions() as session:
             row = await session.scalar(select(OfflinePayment).where(OfflinePayment.ref == ref))
         if row is None:
-            raise GatewayError(f"no such offline payment: {ref}")
+            raise GatewayError(f"no such offline payment: {ref}", status=404)
         return _state(row, hold_overdue=hold_overdue)
 
     async def cancel(self, ref: str) -> GatewayPayment:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from booking.errors import PaymentProviderUnavailable
+from booking.payments.breaker import GuardedGateway, ProviderBreaker
 from booking.payments.gateway import Gateway
 from booking.payments.models import PaymentProvider
 from booking.payments.offline import OfflineGateway
@@ -13,10 +14,22 @@ from booking.settings import Settings
 
 class Gateways:
     """The configured providers: the offline test provider unless turned off, Stripe when a
-    secret key is set."""
+    secret key is set; and a breaker for each (``booking.payments.breaker``), which lives as
+    long as this object: the API's for its process, a job's for its run.
 
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    ``breaker_metrics`` makes the breakers report their state (see ``ProviderBreaker``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        breaker_metrics: bool = True,
+    ) -> None:
         self.by_provider: dict[PaymentProvider, Gateway] = {}
+        self.breakers: dict[PaymentProvider, ProviderBreaker] = {}
+        self._settings = settings
+        self._breaker_metrics = breaker_metrics
         if settings.offline_payments:
             self.by_provider[PaymentProvider.OFFLINE] = OfflineGateway(sessions)
         if settings.stripe_secret_key is not None:
@@ -28,6 +41,8 @@ class Gateways:
             self.by_provider[PaymentProvider.STRIPE] = StripeGateway(
                 secret, api_base=settings.stripe_api_base
             )
+        for provider in self.by_provider:
+            self.breaker(provider)
 
     async def __aenter__(self) -> Gateways:
         return self
@@ -49,3 +64,22 @@ class Gateways:
         except (KeyError, ValueError):
             offered = ", ".join(p.value for p in self.by_provider) or "none"
             raise PaymentProviderUnavailable(f"Offered here: {offered}.") from None
+
+    def breaker(self, provider: PaymentProvider | str) -> ProviderBreaker:
+        """The provider's breaker (made on first use for a provider added later).
+
+        Raises: PaymentProviderUnavailable."""
+        gateway = self.get(provider)
+        found = self.breakers.get(gateway.provider)
+        if found is None:
+            found = self.breakers[gateway.provider] = ProviderBreaker.from_settings(
+                gateway.provider, self._settings, export_metrics=self._breaker_metrics
+            )
+        return found
+
+    def guarded(self, provider: PaymentProvider | str) -> Gateway:
+        """The provider's gateway with every call admitted by its breaker: while it is paused
+        each call raises ``ProviderPaused`` at once.
+
+        Raises: PaymentProviderUnavailable."""
+        return GuardedGateway(self.get(provider), self.breaker(provider))

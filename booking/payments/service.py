@@ -26,7 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from booking import metrics
-from booking.errors import HoldExpired, HoldNotFound, HoldStateConflict, OrderNotFound, RefundNotFound
+from booking.errors import (
+    HoldExpired,
+    HoldNotFound,
+    HoldStateConflict,
+    OrderNotFound,
+    PaymentProviderPaused,
+    RefundNotFound,
+)
 from booking.holds import service as holds
 from booking.holds.models import LIVE_STATES, Hold, HoldState
 from booking.holds.policy import HoldPolicy
@@ -36,6 +43,7 @@ from booking.inventory.transitions import Move, guard
 from booking.orders.models import Order, OrderState
 from booking.orders.service import OrderView, Outcome, cancel_order, confirm_hold, confirm_paid
 from booking.outbox import Topic, emit
+from booking.payments.breaker import Admission, ProviderBreaker, retry_after_seconds
 from booking.payments.gateway import (
     Gateway,
     GatewayError,
@@ -43,6 +51,7 @@ from booking.payments.gateway import (
     GatewayRefund,
     GatewayStatus,
     GatewayTimeout,
+    ProviderPaused,
 )
 from booking.payments.models import (
     RECONCILE_AFTER,
@@ -232,6 +241,102 @@ async def _open_payment(
     return OpenedPayment(new_id, hold_id, provider, PaymentState.PENDING, amount, currency, None, None), True
 
 
+def _keep_hold_sql(owner_clause: str) -> str:
+    """While the provider is paused: in one statement, lock the hold (the caller's only) and,
+    if it may be paid for and is in time, keep its units for the payment grace from now, as
+    checkout's step 1 would have, under the same cap (``created_at + max_lifetime + grace``)
+    and the transition table's EXTEND guard, without moving it to ``paying`` or touching its
+    renewals. A deadline already past that point is left as it is: repeated refusals move it
+    forward only up to the cap, never beyond, however long the outage.
+
+    Returns the hold's state, quantity, whether it is in time, whether it was to be kept
+    longer, how many units were, and its deadline afterwards. The caller rolls back when
+    fewer units were kept than the hold has (one's deadline passed first).
+    """
+    extend = f"({sql(guard(Move.EXTEND, hold_id=param('hold_id')))})"
+    keepable = ", ".join(f"'{state.value}'" for state in sorted(holds.HOLD_MOVES["start_payment"][0]))
+    return (
+        "WITH h AS (SELECT id, state, quantity, expires_at,"  # noqa: S608
+        "  least(now() + :grace, created_at + :max_lifetime + :grace) AS deadline, now() AS now"
+        f"  FROM holds WHERE id = :hold_id{owner_clause} FOR UPDATE),"
+        " ok AS (SELECT h.id, h.deadline FROM h"
+        f"  WHERE h.state IN ({keepable}) AND h.expires_at > h.now AND h.deadline > h.expires_at),"
+        " locked AS (SELECT inventory_units.id FROM inventory_units, ok"
+        "  WHERE inventory_units.hold_id = ok.id ORDER BY inventory_units.id FOR UPDATE OF inventory_units),"
+        " extended AS (UPDATE inventory_units SET held_until = ok.deadline, updated_at = now() FROM ok"
+        f"  WHERE inventory_units.id IN (SELECT id FROM locked) AND {extend} RETURNING inventory_units.id),"
+        " moved AS (UPDATE holds SET expires_at = ok.deadline FROM ok"
+        "  WHERE holds.id = ok.id RETURNING holds.expires_at)"
+        " SELECT h.state, h.quantity, h.expires_at > h.now, EXISTS (SELECT 1 FROM ok),"
+        "  (SELECT count(*) FROM extended), coalesce((SELECT expires_at FROM moved), h.expires_at)"
+        " FROM h"
+    )
+
+
+_KEEPABLE = frozenset(state.value for state in holds.HOLD_MOVES["start_payment"][0])
+_KEEP_HOLD = {
+    "fan": HotStatement(_keep_hold_sql(" AND fan_id = :owner_id")),
+    "staff": HotStatement(_keep_hold_sql(" AND staff_key_id = :owner_id")),
+    "anyone": HotStatement(_keep_hold_sql("")),
+}
+
+
+async def _refuse_while_paused(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    owner: Owner | None,
+    hold_id: uuid.UUID,
+    policy: HoldPolicy,
+    paused: ProviderPaused,
+) -> Settlement:
+    """Checkout while the provider is paused: nothing is sent to it. A hold that may be paid
+    for keeps its seats (``_keep_hold_sql``) and stays as it was (``active``, or ``failed``
+    after a decline); a hold already paid for answers with its settlement, as checkout does.
+
+    Raises:
+        PaymentProviderPaused (the hold kept, or a payment of it already in progress),
+        HoldNotFound, HoldExpired, HoldStateConflict, InventoryBusy.
+    """
+    if owner is None:
+        statement, owner_id = _KEEP_HOLD["anyone"], None
+    elif owner.fan_id is not None:
+        statement, owner_id = _KEEP_HOLD["fan"], owner.fan_id
+    else:
+        statement, owner_id = _KEEP_HOLD["staff"], owner.staff_key_id
+    params = {
+        "hold_id": hold_id,
+        "owner_id": owner_id,
+        "grace": policy.payment_grace,
+        "max_lifetime": policy.max_lifetime,
+    }
+    retry_after = retry_after_seconds(paused)
+    refused = metrics.PAYMENT_BREAKER_REFUSED.labels(paused.provider)
+    async with sessions() as session:
+        async with busy_is_retryable():
+            found = await statement.rows(session, params)
+        if not found:
+            raise HoldNotFound()
+        state, quantity, in_time, to_keep, kept, deadline = found[0]
+        if state in _KEEPABLE:
+            if not in_time or (to_keep and kept != quantity):
+                await session.rollback()
+                raise HoldExpired()
+            await session.commit()
+            refused.inc()
+            raise PaymentProviderPaused(retry_after, deadline.isoformat())
+        await session.rollback()
+        if state == HoldState.PAYING:
+            # A payment of it is in progress: its webhook or reconciliation settles it.
+            refused.inc()
+            raise PaymentProviderPaused(retry_after, deadline.isoformat(), in_progress=True)
+        payment = await payment_of_hold(session, hold_id)
+        if payment is not None and payment.state == PaymentState.SUCCEEDED:
+            return _settlement_of(payment)
+        if state == HoldState.EXPIRED:
+            raise HoldExpired()
+        raise HoldStateConflict(state, "pay for")
+
+
 async def checkout(
     sessions: async_sessionmaker[AsyncSession],
     *,
@@ -240,14 +345,42 @@ async def checkout(
     hold_id: uuid.UUID,
     method: dict[str, Any],
     policy: HoldPolicy,
+    breaker: ProviderBreaker | None = None,
 ) -> Settlement:
     """Pay for a hold. Safe to repeat: a hold with a payment in progress continues that
     payment (the provider replays it), a paid hold answers with its order.
 
+    With ``breaker``, the provider call is admitted by it, before anything changes: while the
+    provider is paused nothing is sent to it, and the hold keeps its seats and its state
+    (``_refuse_while_paused``). A checkout admitted before the breaker opened still makes
+    its call; a timed-out one stays pending for reconciliation, as without a breaker.
+
     Raises:
-        HoldNotFound, HoldExpired, HoldStateConflict, InventoryBusy, and whatever the
-        gateway raises for a malformed ``method`` (InvalidRequest) before anything changes.
+        HoldNotFound, HoldExpired, HoldStateConflict, InventoryBusy, PaymentProviderPaused,
+        and whatever the gateway raises for a malformed ``method`` (InvalidRequest) before
+        anything changes.
     """
+    if breaker is None:
+        return await _checkout(sessions, gateway, None, owner, hold_id, method, policy)
+    try:
+        admission = breaker.admit()
+    except ProviderPaused as paused:
+        return await _refuse_while_paused(
+            sessions, owner=owner, hold_id=hold_id, policy=policy, paused=paused
+        )
+    with admission:
+        return await _checkout(sessions, gateway, admission, owner, hold_id, method, policy)
+
+
+async def _checkout(
+    sessions: async_sessionmaker[AsyncSession],
+    gateway: Gateway,
+    admission: Admission | None,
+    owner: Owner | None,
+    hold_id: uuid.UUID,
+    method: dict[str, Any],
+    policy: HoldPolicy,
+) -> Settlement:
     async with sessions() as session:
         payment, created = await _open_payment(
             session, owner=owner, hold_id=hold_id, provider=gateway.provider, policy=policy
@@ -256,14 +389,20 @@ async def checkout(
         if payment.state != PaymentState.PENDING:
             return _settlement_of(payment)
         payment_id, amount, currency = payment.id, payment.amount_minor, payment.currency
-    try:
-        answer = await gateway.create(
+
+    async def create() -> GatewayPayment:
+        return await gateway.create(
             idempotency_key=payment_key(hold_id, payment_id),
             amount_minor=amount,
             currency=currency,
             method=method,
             metadata={"hold_id": str(hold_id), "payment_id": str(payment_id)},
         )
+
+    try:
+        # Judged by the breaker when there is one: a timeout or 5xx counts against the
+        # provider, any answer (a decline included) for it.
+        answer = await (create() if admission is None else admission.call(create))
     except GatewayTimeout:
         # Charged or not, nobody knows yet: the payment stays pending, the hold keeps its
         # seats for the grace period, and reconciliation asks the provider later.
@@ -740,7 +879,8 @@ async def make_refund(sessions: async_sessionmaker[AsyncSession], gateway: Gatew
 
     Raises:
         GatewayTimeout (the refund stays pending, not counted: the provider may not have
-        seen it), GatewayError (counted, then re-raised).
+        seen it), ProviderPaused (not counted: nothing was sent), GatewayError (counted,
+        then re-raised).
     """
     try:
         answer = await gateway.refund(
@@ -749,7 +889,7 @@ async def make_refund(sessions: async_sessionmaker[AsyncSession], gateway: Gatew
             currency=due.currency,
             idempotency_key=due.idempotency_key,
         )
-    except GatewayTimeout:
+    except (GatewayTimeout, ProviderPaused):
         raise
     except GatewayError as error:
         async with sessions() as session:

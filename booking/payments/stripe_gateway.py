@@ -302,10 +302,13 @@ def _raise(error: StripeError) -> NoReturn:
         raise GatewayTimeout(f"Stripe did not answer: {error.user_message}") from error
     if isinstance(error, IdempotencyError):
         raise GatewayError(
-            f"Stripe refused a reused idempotency key (a different request was made with it): {error}"
+            f"Stripe refused a reused idempotency key (a different request was made with it): {error}",
+            status=error.http_status,
         ) from error
     status = error.http_status
-    raise GatewayError(f"Stripe answered {status or 'an error'}: {error.user_message}") from error
+    raise GatewayError(
+        f"Stripe answered {status or 'an error'}: {error.user_message}", status=status
+    ) from error
 
 
 __all__ = ["MAX_NETWORK_RETRIES", "METADATA_KEY", "TIMEOUT_S", "StripeGateway"]

@@ -51,6 +51,10 @@ WEBHOOK_LAG_S = 1.5  # Stripe sends an event's webhook a moment after the event
 POLL_S = 0.3  # how often a paying fan's page asks again
 DELAY_S = 2.5  # the slow provider: well inside the gateway's 10 s per attempt
 GATEWAY_TIMEOUT_S = 1.0  # per attempt, for the test of a provider that does not answer
+# The payment breaker's cool-down: short enough for the fans to pay within the burst once the
+# fault is over (the default, 30 s, outlasts it), long enough to be seen pausing payments.
+BREAKER_COOLDOWN_S = 1.0
+PAUSED = "checkout 503 payment-provider-paused"
 
 # The SDK's own HTTPX client sends form bodies as ``data=<str>``, which HTTPX deprecates; it
 # says so on every request to Stripe, and it is not ours to fix.
@@ -235,6 +239,7 @@ async def _stack(
                     "stripe_secret_key": SecretStr(served.fake.api_key),
                     "stripe_webhook_secret": SecretStr(served.fake.webhook_secret),
                     "stripe_api_base": proxy.url,
+                    "payment_breaker_cooldown_seconds": BREAKER_COOLDOWN_S,
                 }
             )
         )
@@ -356,6 +361,7 @@ async def test_a_slow_provider_makes_checkouts_wait_and_fails_nobody(
     assert sale.burst.slowest >= DELAY_S  # checkouts did wait on the provider
     assert sale.burst.statuses["failed"] == 0
     assert sale.webhooks.refused == []  # slow, but every webhook was answered
+    assert sale.burst.answers[PAUSED] == 0  # slow is not failing: payments never paused
 
 
 async def test_provider_500s_fail_checkouts_to_pay_again_and_refuse_webhooks_with_503(
@@ -364,8 +370,10 @@ async def test_provider_500s_fail_checkouts_to_pay_again_and_refuse_webhooks_wit
     sale = await _sale(settings, session, event, monkeypatch, lambda proxy: proxy.http_500())
     _assert_promises_kept(sale)
     assert sale.proxy.seen["http_500"] > 0
-    # Checkouts met the 500s: nothing was charged, and the fans were told to pay again.
+    # Checkouts met the 500s: nothing was charged, and the fans were told to pay again; then
+    # the breaker paused payments, and the fans were told to come back (holds kept).
     assert sale.burst.statuses["failed"] > 0, sale.burst.statuses
+    assert sale.burst.answers[PAUSED] > 0, sale.burst.answers
     # Webhooks met them too (the API asks Stripe before settling): refused with a 503 to
     # deliver again, and settled by reconciliation instead.
     assert sale.webhooks.answers["503"] > 0, sale.webhooks.answers
@@ -391,5 +399,6 @@ async def test_a_provider_that_does_not_answer_leaves_checkouts_pending_until_it
     # Timed-out checkouts are pending, not failed: charged or not, nobody knew yet.
     assert sale.burst.statuses["pending, no secret"] > 0, sale.burst.statuses
     assert sale.burst.statuses["failed"] == 0, sale.burst.statuses
+    assert sale.burst.answers[PAUSED] > 0, sale.burst.answers
     assert sale.webhooks.answers["503"] > 0, sale.webhooks.answers
     assert sale.refused_successes()
