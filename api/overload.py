@@ -16,7 +16,7 @@ import time
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import OVERLOADED, problem_type
 
@@ -51,6 +51,11 @@ class InFlightLimit(ASGIMiddleware):
     overload, new holds are refused before the checkouts of fans who already hold tickets,
     so the seats held are turned into orders instead of waiting, held, while everyone
     retries.
+
+    A long-lived stream (a route marked ``opt={"stream": True}``: the live seat map, the
+    waiting room's position) counts only until its answer starts: its set-up (the event
+    looked up in the database) is work like any request's, but a thousand fans idling on
+    their streams are not a thousand requests in flight, and must not shut the API.
 
     A counter, not a queue: the event loop is single-threaded, so the check and the
     increment cannot interleave with another request's.
@@ -87,7 +92,23 @@ class InFlightLimit(ASGIMiddleware):
             await send({"type": "http.response.body", "body": _BODY, "more_body": False})
             return
         self.in_flight += 1
+        if not scope["route_handler"].opt.get("stream"):
+            try:
+                await next_app(scope, receive, send)
+            finally:
+                self.in_flight -= 1
+            return
+        counted = True
+
+        async def send_uncounted(message: Message) -> None:
+            nonlocal counted
+            if counted and message["type"] == "http.response.start":
+                counted = False
+                self.in_flight -= 1
+            await send(message)
+
         try:
-            await next_app(scope, receive, send)
+            await next_app(scope, receive, send_uncounted)
         finally:
-            self.in_flight -= 1
+            if counted:
+                self.in_flight -= 1

@@ -18,11 +18,12 @@ from booking.errors import SeatsTaken
 from booking.holds import service as holds
 from booking.holds.policy import HoldPolicy
 from booking.holds.service import Owner, SeatSelection
+from booking.inventory import live
 from booking.outbox import Message, Topic, emit, relay_batch
 from daemon.periodic import PERIODIC, tick
 from jobs.holds import expire_hold, sweep_expired_holds
 from jobs.maintenance import prune_outbox
-from jobs.outbox import Consumers, relay_outbox, seatmap_version_key, units_channel
+from jobs.outbox import Consumers, relay_outbox, seatmap_version_key
 from tests.factories import SmallEvent, advance_clock, make_event, make_fan
 
 pytestmark = pytest.mark.usefixtures("job_env")
@@ -90,8 +91,6 @@ async def test_a_duplicated_relay_has_one_effect(
     session: AsyncSession, event: SmallEvent, redis_url: str
 ) -> None:
     redis = Redis.from_url(redis_url)
-    listener = redis.pubsub()
-    listener.subscribe(units_channel(str(event.event_id)))
     view = await _hold(session, event, event.seat_ids[:2], HoldPolicy())
     assert await relay_outbox() == {"delivered": 1, "failed": 0}
     # The relay died before recording the delivery: everything goes out again.
@@ -103,14 +102,11 @@ async def test_a_duplicated_relay_has_one_effect(
     scheduled = ScheduledJobRegistry(queue=Queue("holds", connection=redis)).get_job_ids()
     assert scheduled == []
     assert int(redis.get(seatmap_version_key(str(event.event_id))) or 0) == 1
-    published = []
-    for _ in range(20):
-        message = listener.get_message(timeout=0.1)
-        if message and message["type"] == "message":
-            published.append(json.loads(message["data"]))
+    published = [json.loads(fields[b"data"]) for _, fields in redis.xrange(live.stream_key(event.event_id))]
     assert len(published) == 1
-    assert published[0]["unit_ids"] == [i.unit_id for i in view.items]
-    assert published[0]["state"] == "held"
+    [units] = published[0]["units"]
+    assert units["unit_ids"] == [i.unit_id for i in view.items]
+    assert units["state"] == "unavailable"
 
 
 async def test_a_failing_consumer_is_retried_later_not_lost(session: AsyncSession, event: SmallEvent) -> None:
@@ -174,18 +170,15 @@ async def test_a_publish_that_fails_is_published_on_the_retry(
 ) -> None:
     await _hold(session, event, event.seat_ids[:1], HoldPolicy())
     redis = Redis.from_url(redis_url)
-    broken = Consumers(Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2))
+    broken = Consumers(Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2), session)
     result = await relay_batch(session, broken.deliver, topics=[Topic.UNITS_CHANGED], flush=broken.flush)
     assert result.failed == 1
     await session.execute(text("UPDATE outbox SET available_at = now()"))
     await session.commit()
-    listener = redis.pubsub()
-    listener.subscribe(units_channel(str(event.event_id)))
-    working = Consumers(redis)
+    working = Consumers(redis, session)
     result = await relay_batch(session, working.deliver, topics=[Topic.UNITS_CHANGED], flush=working.flush)
     assert result.delivered == 1
-    published = [m for _ in range(20) if (m := listener.get_message(timeout=0.1)) and m["type"] == "message"]
-    assert len(published) == 1
+    assert redis.xlen(live.stream_key(event.event_id)) == 1
 
 
 def test_each_periodic_slot_is_enqueued_once_however_many_workers_tick(redis_url: str) -> None:
@@ -194,8 +187,9 @@ def test_each_periodic_slot_is_enqueued_once_however_many_workers_tick(redis_url
     first = tick(redis, now)
     assert len(first) == len(PERIODIC)
     assert tick(redis, now) == []  # a second worker, same second
-    assert tick(redis, now + 1) == ["tick-relay-1800000001"]  # only the 1 s task has a new slot
-    assert tick(redis, now + 15) == ["tick-relay-1800000015", "tick-sweep-120000001"]
+    # Only the 1 s tasks have a new slot.
+    assert tick(redis, now + 1) == ["tick-relay-1800000001", "tick-admit-1800000001"]
+    assert tick(redis, now + 15) == ["tick-relay-1800000015", "tick-sweep-120000001", "tick-admit-1800000015"]
 
 
 async def test_facts_nothing_consumes_are_drained_not_left_pending(session: AsyncSession) -> None:
