@@ -20,9 +20,11 @@ from api.metrics import PROMETHEUS, MetricsController, metrics_lifespan
 from api.openapi import docs_assets, docs_ui, document_problems
 from api.overload import InFlightLimit
 from api.problems import exception_handlers, problem_details
+from api.rate_limits import RateLimitMiddleware, rate_limits_lifespan
 from api.request_id import RequestIdMiddleware
 from api.routes.availability import AvailabilityController
 from api.routes.box_office import BoxOfficeController
+from api.routes.catalog import CatalogController
 from api.routes.checkin import CheckinController
 from api.routes.events import EventController
 from api.routes.fans import FanController
@@ -37,8 +39,11 @@ from api.routes.orders import (
     ticket_key_set,
     ticket_public_key,
 )
+from api.routes.seatmap_stream import SeatmapStreamController
 from api.routes.staff import StaffController
+from api.routes.waiting_room import QueueController, WaitingRoomStaffController
 from api.routes.webhooks import stripe_webhook
+from api.seatmap_stream import SeatmapFeed
 from api.staff import AuditMiddleware, provide_staff, record_success
 from booking import __version__
 from booking.accounts.fans import PrincipalCache
@@ -49,6 +54,7 @@ from booking.logs import setup_logging
 from booking.payments.registry import Gateways
 from booking.redis_client import Breaker, async_client
 from booking.settings import Settings, get_settings
+from booking.waiting_room.service import RoomCache
 
 
 class MissingServer(Exception):
@@ -88,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if settings.database_url is None or settings.redis_url is None:
         raise MissingServer("the API needs BOXOFFICE_DATABASE_URL and BOXOFFICE_REDIS_URL")
     database_url, redis_url = settings.database_url, settings.redis_url
+    seatmap_feed = SeatmapFeed(redis_url)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -107,6 +114,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.redis = redis
         app.state.redis_breaker = Breaker()
         app.state.local_seatmaps = LocalSnapshots()
+        # Which events sell through a waiting room, read from PostgreSQL about once a second.
+        app.state.waiting_rooms = RoomCache()
         try:
             yield
         finally:
@@ -136,13 +145,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MetricsController,
             # The docs page's scripts and styles: /schema works without internet access.
             docs_assets(),
+            SeatmapStreamController,
+            QueueController,
+            WaitingRoomStaffController,
+            CatalogController,
         ],
         dependencies={
             "db_session": Provide(provide_db_session),
             "fan": Provide(provide_fan),
             "staff": Provide(provide_staff),
         },
-        lifespan=[lifespan, rq_redis_lifespan, metrics_lifespan],
+        lifespan=[lifespan, rq_redis_lifespan, metrics_lifespan, rate_limits_lifespan],
         # The in-flight bound first, so a refused request costs nothing else. The seat-map
         # bump next: it sees every commit of the request before the answer leaves. Audit
         # then: it sees the final answer, including an idempotency replay or 409.
@@ -150,11 +163,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # Request metrics outermost: they see every answer, a refusal at the bound too.
             PROMETHEUS.middleware,
             InFlightLimit(settings.max_in_flight),
+            # Before the key's stored answer: a refusal is not what a retry replays.
+            RateLimitMiddleware(),
             SeatmapVersions(),
             AuditMiddleware(),
             IdempotencyMiddleware(),
         ],
-        plugins=[problem_details],
+        # The live seat-map feed: one Redis reader per process, fanned out in memory.
+        plugins=[problem_details, seatmap_feed.plugin],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         # Logging is booking.logs' (one shape for every line); Litestar's own would take
         # over the root logger.
@@ -174,6 +190,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "settings": settings,
                 "signing_keys": load_signing_keys(settings),
                 "fan_principals": PrincipalCache(),
+                "seatmap_feed": seatmap_feed,
             }
         ),
     )

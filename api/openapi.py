@@ -9,17 +9,18 @@ themselves:
 - the request headers it reads: ``Idempotency-Key`` wherever ``api.idempotency`` honours one
   (required where the route demands it), ``X-Request-ID`` everywhere, and any a route reads
   itself (``ROUTES``' ``reads``);
-- the response headers it sends: ``Retry-After`` on every 503, ``Idempotent-Replayed`` on
-  the answers a key can replay, ``X-Request-ID`` on every answer, and a route's own
+- the response headers it sends: ``Retry-After`` on every 429 and 503, ``Idempotent-Replayed``
+  on the answers a key can replay, ``X-Request-ID`` on every answer, ``RateLimit-Policy`` on
+  a rate-limited route's (and ``RateLimit`` on its 429), and a route's own
   (``ROUTES``' ``headers``: the seat map's ``ETag`` and ``Boxoffice-Degraded``, ...).
 
 Most of this is derived from what each handler declares: its security (401, and 403 for
 staff keys), its parameters and body (400), its ``idempotency_key`` policy, whether it
-reaches a database or Redis (503 ``unavailable``) and the in-flight bound (503
-``overloaded``). Only the domain errors its service raises are listed by hand, in
-``ROUTES``, keyed by method and path. ``tests/api/test_openapi_contract.py`` fails for an
-operation missing from ``ROUTES`` and for any answer the test suite sees that the document
-does not declare.
+reaches a database or Redis (503 ``unavailable``), the in-flight bound (503
+``overloaded``) and its ``rate_limit`` (429 ``rate-limited``). Only the domain errors its
+service raises are listed by hand, in ``ROUTES``, keyed by method and path.
+``tests/api/test_openapi_contract.py`` fails for an operation missing from ``ROUTES`` and for
+any answer the test suite sees that the document does not declare.
 
 The docs UI (Swagger UI, at ``/schema``) is served from a copy shipped in ``api/static``,
 so it works without internet access.
@@ -54,15 +55,18 @@ from litestar.router import Router
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 
+from api.admission import ADMISSION_TOKEN
 from api.auth import BEARER, STAFF_BEARER
 from api.idempotency import METHODS as KEYED_METHODS
 from api.overload import EXEMPT as NOT_BOUNDED
 from api.problems import OVERLOADED, problem_type
+from api.rate_limits import OPT as RATE_LIMIT_OPT
 from api.request_id import MAX_LENGTH as REQUEST_ID_MAX_LENGTH
 from api.routes.availability import DEGRADED_HEADER
 from api.routes.orders import KEY_ID_HEADER
 from booking import errors as e
 from booking.idempotency import KEY_PATTERN
+from booking.waiting_room.tokens import MAX_TOKEN_CHARS as ADMISSION_TOKEN_MAX_LENGTH
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -104,6 +108,8 @@ IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
 ETAG = "ETag"
 CACHE_CONTROL = "Cache-Control"
 CONTENT_DISPOSITION = "Content-Disposition"
+RATELIMIT = "RateLimit"
+RATELIMIT_POLICY = "RateLimit-Policy"
 
 _TEXT = Schema(type=OpenAPIType.STRING)
 
@@ -133,6 +139,18 @@ RESPONSE_HEADERS: dict[str, OpenAPIHeader] = {
     CONTENT_DISPOSITION: OpenAPIHeader(schema=_TEXT, description="`inline`, with a file name."),
     KEY_ID_HEADER: OpenAPIHeader(
         schema=_TEXT, required=True, description="The key's id, as the ticket codes it signs name it."
+    ),
+    # draft-ietf-httpapi-ratelimit-headers (-10): structured-field lists, one item a policy.
+    RATELIMIT: OpenAPIHeader(
+        schema=_TEXT,
+        description="On a `rate-limited` answer, the policy refused and when it has room again: "
+        '`"hold-per-fan";r=0;t=42` (r: requests left, t: seconds).',
+    ),
+    RATELIMIT_POLICY: OpenAPIHeader(
+        schema=_TEXT,
+        description="While rate limits are on, the route's limits: "
+        '`"hold-per-address";q=60;w=60, "hold-per-fan";q=10;w=60` (q requests per w seconds, '
+        "per client address or per signed-in fan).",
     ),
 }
 
@@ -187,6 +205,19 @@ REQUEST_HEADERS: dict[str, tuple[str, Parameter]] = {
             schema=_TEXT,
             required=True,
             description="Stripe's signature of the raw body (`t=...,v1=...`).",
+        ),
+    ),
+    "AdmissionToken": (
+        ADMISSION_TOKEN,
+        Parameter(
+            name=ADMISSION_TOKEN,
+            param_in="header",
+            schema=Schema(type=OpenAPIType.STRING, max_length=ADMISSION_TOKEN_MAX_LENGTH),
+            description=(
+                "Your admission from the event's waiting room (`admission.token` of "
+                "`GET /events/{event_id}/queue/me`): needed while the event sells through one, "
+                "ignored otherwise."
+            ),
         ),
     ),
 }
@@ -275,6 +306,14 @@ _SAMPLES: dict[type[e.BookingError], ProblemDoc] = {
         )
     ),
     e.SaleSeatsGone: ProblemDoc.of(e.SaleSeatsGone()),
+    e.RateLimited: ProblemDoc.of(e.RateLimited("hold-per-fan", 42)),
+    e.LoginBackoff: ProblemDoc.of(e.LoginBackoff(60)),
+    e.PaymentProviderPaused: ProblemDoc.of(e.PaymentProviderPaused(24, "2026-12-05T19:04:31.512034+00:00")),
+    e.TiersInvalid: ProblemDoc.of(
+        e.TiersInvalid(["480 seats of section 'Circle' are priced by no tier (rows A, B, C, ...)"])
+    ),
+    e.EventStateConflict: ProblemDoc.of(e.EventStateConflict("take off sale", "draft", "draft")),
+    e.EventNotReady: ProblemDoc.of(e.EventNotReady(["it has no price tiers: set them first"])),
 }
 
 
@@ -313,6 +352,18 @@ _HOLD_CLAIM = (
     e.NotEnoughLeft,
     e.InventoryBusy,
 )
+# The waiting room's gate on holds and checkouts (api.admission).
+_ADMISSION = (
+    e.AdmissionRequired,
+    e.AdmissionTokenInvalid,
+    e.AdmissionTokenExpired,
+    e.AdmissionTokenOtherFan,
+    e.AdmissionTokenOtherEvent,
+    e.AdmissionRevoked,
+    e.WaitingRoomUnavailable,
+)
+_QUEUE = (e.EventNotFound, e.WaitingRoomNotActive, e.NotInQueue, e.WaitingRoomUnavailable)
+_ROOM = (e.EventNotFound, e.RoomNotConfigured)
 _PDF = {200: (CONTENT_DISPOSITION,)}
 _SEATMAP = {200: (ETAG, CACHE_CONTROL, DEGRADED_HEADER), 304: (ETAG, CACHE_CONTROL, DEGRADED_HEADER)}
 _WEBHOOK = (
@@ -325,6 +376,9 @@ _WEBHOOK = (
     e.IdempotencyKeyInProgress,
     e.InventoryBusy,
 )
+
+_EVENT_MOVE = (e.EventNotFound, e.EventStateConflict, e.InventoryBusy)
+_EVENT_EDIT = (*_EVENT_MOVE, e.InvalidRequest)
 
 # (method, OpenAPI path) -> what the route adds to the derived answers. Every documented
 # operation has an entry, even an empty one: the contract test fails for one missing.
@@ -339,11 +393,11 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("GET", "/ticket-keys"): RouteDoc(),
     ("GET", "/.well-known/jwks.json"): RouteDoc(),
     ("POST", "/fans"): RouteDoc((e.InvalidRequest, e.EmailTaken)),
-    ("POST", "/sessions"): RouteDoc((e.InvalidCredentials,)),
+    ("POST", "/sessions"): RouteDoc((e.InvalidCredentials, e.LoginBackoff)),
     ("DELETE", "/sessions/current"): RouteDoc(),
     ("DELETE", "/sessions"): RouteDoc(),
     ("GET", "/me"): RouteDoc(),
-    ("POST", "/holds"): RouteDoc((*_HOLD_CLAIM, e.TicketCapReached)),
+    ("POST", "/holds"): RouteDoc((*_HOLD_CLAIM, e.TicketCapReached, *_ADMISSION), reads=(ADMISSION_TOKEN,)),
     ("GET", "/holds/{hold_id}"): RouteDoc((e.HoldNotFound,)),
     ("DELETE", "/holds/{hold_id}"): RouteDoc((e.HoldNotFound, e.HoldStateConflict, e.InventoryBusy)),
     ("POST", "/holds/{hold_id}/renew"): RouteDoc(
@@ -357,7 +411,10 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
             e.HoldExpired,
             e.HoldStateConflict,
             e.InventoryBusy,
-        )
+            e.PaymentProviderPaused,
+            *_ADMISSION,
+        ),
+        reads=(ADMISSION_TOKEN,),
     ),
     ("GET", "/orders"): RouteDoc(),
     ("GET", "/orders/{order_id}"): RouteDoc((e.OrderNotFound,)),
@@ -428,6 +485,35 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("POST", "/staff/jobs/{job_id}/requeue"): RouteDoc((e.JobNotFound, e.JobNotFailed)),
     ("POST", "/staff/jobs/requeue-failed"): RouteDoc((e.UnknownQueue,)),
     ("DELETE", "/staff/jobs/{job_id}"): RouteDoc((e.JobNotFound, e.JobNotFailed)),
+    ("GET", "/events/{event_id}/seatmap/stream"): RouteDoc(
+        (e.EventNotFound, e.SeatmapStreamUnavailable), headers={200: (CACHE_CONTROL,)}
+    ),
+    ("POST", "/events/{event_id}/queue"): RouteDoc(
+        (e.EventNotFound, e.WaitingRoomNotActive, e.WaitingRoomNotOpen, e.WaitingRoomUnavailable)
+    ),
+    ("GET", "/events/{event_id}/queue/me"): RouteDoc(_QUEUE),
+    ("DELETE", "/events/{event_id}/queue/me"): RouteDoc(_QUEUE),
+    ("GET", "/events/{event_id}/queue/me/stream"): RouteDoc(_QUEUE, headers={200: (CACHE_CONTROL,)}),
+    ("GET", "/staff/events/{event_id}/waiting-room"): RouteDoc(_ROOM),
+    ("PUT", "/staff/events/{event_id}/waiting-room"): RouteDoc(
+        (e.InvalidRequest, e.EventNotFound, e.RoomStateConflict)
+    ),
+    ("POST", "/staff/events/{event_id}/waiting-room/pause"): RouteDoc((*_ROOM, e.RoomStateConflict)),
+    ("POST", "/staff/events/{event_id}/waiting-room/resume"): RouteDoc((*_ROOM, e.RoomStateConflict)),
+    ("GET", "/staff/catalog/venues"): RouteDoc(),
+    ("GET", "/staff/catalog/events"): RouteDoc((e.InvalidRequest,)),
+    ("POST", "/staff/catalog/events"): RouteDoc(
+        (e.InvalidRequest, e.VenueNotFound, e.LayoutNotFound, e.EventSlugTaken, e.TiersInvalid)
+    ),
+    ("GET", "/staff/catalog/events/{event_id}"): RouteDoc((e.EventNotFound,)),
+    ("PATCH", "/staff/catalog/events/{event_id}"): RouteDoc(_EVENT_EDIT),
+    ("PUT", "/staff/catalog/events/{event_id}/tiers"): RouteDoc(
+        (*_EVENT_EDIT, e.TiersLocked, e.TiersInvalid)
+    ),
+    ("PATCH", "/staff/catalog/events/{event_id}/prices"): RouteDoc((*_EVENT_EDIT, e.PriceTierNotFound)),
+    ("POST", "/staff/catalog/events/{event_id}/on-sale"): RouteDoc((*_EVENT_MOVE, e.EventNotReady)),
+    ("POST", "/staff/catalog/events/{event_id}/off-sale"): RouteDoc(_EVENT_MOVE),
+    ("POST", "/staff/catalog/events/{event_id}/cancel"): RouteDoc(_EVENT_MOVE),
 }
 
 # --- Derived from the handler -------------------------------------------------------------
@@ -464,6 +550,8 @@ def problems_of(handler: HTTPRouteHandler, method: str, path: str, operation: Op
         if keyed == "required":
             found.append(IDEMPOTENCY_KEY_REQUIRED)
         found += [problem_of(e.IdempotencyKeyInProgress), problem_of(e.IdempotencyKeyReused), BODY_TOO_LARGE]
+    if handler.opt.get(RATE_LIMIT_OPT) is not None:
+        found.append(problem_of(e.RateLimited))
     if path not in NOT_BOUNDED:
         found.append(OVERLOADED_PROBLEM)
     if keyed is not None or _SERVER_DEPENDENCIES & set(handler.parsed_fn_signature.parameters):
@@ -548,6 +636,8 @@ def _document(operation: Operation, handler: HTTPRouteHandler, method: str, path
             names.append(RETRY_AFTER)
         if keyed is not None and status < 500:
             names.append(IDEMPOTENT_REPLAYED)
+        if handler.opt.get(RATE_LIMIT_OPT) is not None:
+            names += [RATELIMIT, RATELIMIT_POLICY] if status == 429 else [RATELIMIT_POLICY]
         names += route.headers.get(status, ())
         responses[key] = _with_headers(response, names)
     operation.responses = responses

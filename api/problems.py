@@ -21,7 +21,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from booking.errors import BookingError
+from booking.errors import BookingError, RateLimited
+from booking.rate_limits import limit_field
 
 PROBLEM_BASE = "https://boxoffice.dev/problems/"
 log = logging.getLogger("boxoffice.api")
@@ -38,8 +39,8 @@ def problem(status: int, code: str, title: str, detail: str = "", **extra: Any) 
 
 
 def retry_after(error: BookingError) -> int | None:
-    """Seconds a client should wait before retrying: every 503 says when."""
-    if error.status != 503:
+    """Seconds a client should wait before retrying: every 429 and 503 says when."""
+    if error.status not in (429, 503):
         return None
     return int(error.extra.get("retry_after", 1))
 
@@ -48,6 +49,9 @@ def _from_booking(error: BookingError) -> ProblemDetailsException:
     exc = problem(error.status, error.code, error.title, error.detail, **error.extra)
     if (seconds := retry_after(error)) is not None:
         exc.headers = {"Retry-After": str(seconds)}
+        if isinstance(error, RateLimited):
+            # The route's RateLimit-Policy is added by api.rate_limits, on every answer.
+            exc.headers["RateLimit"] = limit_field(error.policy, seconds)
     return exc
 
 

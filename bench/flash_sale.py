@@ -3,6 +3,7 @@
     python bench/flash_sale.py [--fans 200] [--mode ga|seats|mixed] [--quantity 2|random]
         [--ga 10000] [--seats 5000] [--readers 0] [--api-workers 2] [--worker-daemons 1]
         [--server uvicorn|granian] [--rate R --duration 30] [--max-seconds 180]
+        [--waiting-room FANS_PER_MINUTE [--join-seconds 5]]
         [--api-url URL --database-url URL] [--profile] [--note TEXT] [--no-record]
 
 The other benches time one statement or one endpoint. An on-sale is different: every fan
@@ -27,6 +28,13 @@ honoured by their Retry-After; a checkout without an answer is asked again, for 
 hold, until it answers; a hold the fan gives up on is released. With ``--rate`` the fans are
 replaced by an open loop: a new order every 1/R seconds whatever the answers, for
 ``--duration`` seconds, which gives latency at a known load.
+
+With ``--waiting-room`` the event's waiting room is on, admitting that many fans a minute:
+every fan joins the queue in the ``--join-seconds`` before the sale opens (so all are drawn
+at random), checks its place as the API tells it to (at most once a second), and buys only
+once admitted, sending its admission token with every hold and checkout. The report adds
+the admission rate the database recorded against the setting, the wait in the queue, and
+tickets a second from the opening.
 
 CPU is summed per process group (with reaped children, so rq's forked work horses count)
 from the start until the worker has caught up, and also for a few seconds before the start
@@ -96,6 +104,21 @@ RESULTS = Path(__file__).parent / "RESULTS.md"
 ROWS_PER_SECTION, SEATS_PER_ROW = 20, 25
 # The stack's highest allowed per-fan cap: the cap must not be what ends the sale.
 FAN_CAP = 100
+# Every fan here is one loopback address, and buys order after order up to FAN_CAP: the
+# per-address limits are off and the per-fan ones far above what a fan sends, so nobody is
+# refused, while the limits' Redis round trips stay in the CPU measured per order.
+RATE_LIMITS = {
+    **{
+        f"BOXOFFICE_RATE_LIMIT_{kind}_PER_ADDRESS": "off"
+        for kind in ("SIGNUP", "LOGIN", "HOLD", "RENEW", "CHECKOUT", "QUEUE")
+    },
+    **{
+        f"BOXOFFICE_RATE_LIMIT_{kind}_PER_FAN": "100000/minute"
+        for kind in ("HOLD", "RENEW", "CHECKOUT", "QUEUE")
+    },
+    "BOXOFFICE_RATE_LIMIT_LOGIN_PER_ACCOUNT": "100000/minute",
+    "BOXOFFICE_LOGIN_BACKOFF_ADDRESS_FAILURES": "0",
+}
 PASSWORD = "flash-sale-bench-password"  # noqa: S105 (only the bench's own fan accounts have it)
 CARD = "4242424242424242"
 # Marks the bench's own statements so they can be left out of the per-order counts.
@@ -333,6 +356,63 @@ class Fan:
     etag: str | None = None
     # Seats this fan was just told are taken, until when: the map it reads may lag them.
     taken: dict[int, float] = field(default_factory=dict)
+    # With a waiting room: the token of the fan's admission, once admitted.
+    admission: str | None = None
+
+
+# A hold or checkout refused because the fan's admission is over: this fan's shopping ends.
+ADMISSION_OVER = frozenset({"admission-token-expired", "admission-revoked"})
+
+
+def enable_room(database: str, event_id: str, per_minute: int) -> None:
+    """The event's waiting room on, admitting ``per_minute`` fans a minute, opening an hour
+    from now until ``set_room_opening`` says when (fans may join from the start)."""
+    with psycopg.connect(_libpq(database), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO waiting_rooms (event_id, enabled, rate_per_minute, sale_opens_at)"
+            " VALUES (%s, true, %s, now() + interval '1 hour')",
+            (event_id, per_minute),
+        )
+
+
+def set_room_opening(database: str, event_id: str, opens: dt.datetime) -> None:
+    with psycopg.connect(_libpq(database), autocommit=True) as conn:
+        conn.execute("UPDATE waiting_rooms SET sale_opens_at = %s WHERE event_id = %s", (opens, event_id))
+
+
+def admitted(fan: Fan) -> dict[str, str]:
+    return {"Admission-Token": fan.admission} if fan.admission else {}
+
+
+def room_facts(database: str, event_id: str, sale: Sale) -> dict[str, Any] | None:
+    """What the room did, from the database's record of admissions: how many, at what rate
+    from the first to the last (against the setting), and the fans' waits as they saw them."""
+    if not sale.args.waiting_room:
+        return None
+    with psycopg.connect(_libpq(database), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*), extract(epoch FROM max(admitted_at) - min(admitted_at)),"
+            " extract(epoch FROM min(admitted_at) - (SELECT sale_opens_at FROM waiting_rooms WHERE event_id = %s))"
+            " FROM waiting_room_admissions WHERE event_id = %s",
+            (event_id, event_id),
+        ).fetchone()
+    admitted_count, spread, first_after_open = row if row is not None else (0, None, None)
+    setting = sale.args.waiting_room
+    measured = (admitted_count - 1) * 60 / float(spread) if admitted_count > 1 and spread else None
+    selling = (sale.last_sale or sale.end) - sale.opened if sale.opened else None
+    waits = sale.queue_waits
+    return {
+        "rate_setting_per_minute": setting,
+        "admitted": admitted_count,
+        "rate_measured_per_minute": round(measured, 1) if measured is not None else None,
+        "rate_ratio": round(measured / setting, 3) if measured is not None else None,
+        "first_admission_after_opening_s": round(float(first_after_open), 2)
+        if first_after_open is not None
+        else None,
+        "queue_wait_p50_s": round((_pct(waits, 0.5) or 0) / 1000, 1) if waits else None,
+        "queue_wait_p99_s": round((_pct(waits, 0.99) or 0) / 1000, 1) if waits else None,
+        "tickets_per_s_since_opening": round(sale.tickets / selling, 1) if selling and selling > 0 else None,
+    }
 
 
 def make_fans(database: str, count: int, tag: str) -> list[Fan]:
@@ -787,9 +867,16 @@ class Sale:
     A kind is sold out for a fan when the server says so and none of the bench's holds is
     still open: until then a hold could fail and give its places back."""
 
-    def __init__(self, args: argparse.Namespace, event: Event, fans: list[Fan], client: Client) -> None:
+    def __init__(
+        self, args: argparse.Namespace, event: Event, fans: list[Fan], client: Client, database: str
+    ) -> None:
         self.args = args
         self.event = event
+        self.database = database
+        # With a waiting room: when it opened (perf_counter), and each admitted fan's wait
+        # from joining to seeing its admission.
+        self.opened = 0.0
+        self.queue_waits: list[float] = []
         self.fans = fans
         self.client = client
         self.rec = client.rec
@@ -834,7 +921,12 @@ class Sale:
         answer = Answer(0)
         for attempt in range(HOLD_ATTEMPTS):
             answer = await self.client.call(
-                "hold", "POST", "/holds", fan=fan, json_body=body, headers={"Idempotency-Key": key}
+                "hold",
+                "POST",
+                "/holds",
+                fan=fan,
+                json_body=body,
+                headers={"Idempotency-Key": key, **admitted(fan)},
             )
             busy = answer.status == 409 and answer.problem == "idempotency-key-in-progress"
             if answer.status not in (0, 503) and not busy:
@@ -854,7 +946,12 @@ class Sale:
         body = {"provider": "offline", "card_number": CARD}
         for attempt in range(attempts):
             answer = await self.client.call(
-                "checkout", "POST", f"/holds/{hold_id}/checkout", fan=fan, json_body=body
+                "checkout",
+                "POST",
+                f"/holds/{hold_id}/checkout",
+                fan=fan,
+                json_body=body,
+                headers=admitted(fan),
             )
             if answer.status != 0 and answer.status < 500:
                 return answer
@@ -978,14 +1075,62 @@ class Sale:
             return await self.sold_out_now(kind)
         if answer.problem == "ticket-cap-reached":
             return "cap"
+        if answer.problem in ADMISSION_OVER:
+            return "window-ended"
         await pause(answer, 1)
         return "error"
+
+    # --- the waiting room ---
+
+    async def wait_in_room(self, fan: Fan) -> str | None:
+        """Join the queue and check the place until admitted (None: go and buy) or until the
+        sale's time is up or the place is lost (a word for why this fan stops)."""
+        path = f"/events/{self.event.id}/queue"
+        joined = self.now()
+        answer = await self.client.call("queue join", "POST", path, fan=fan)
+        while True:
+            body = answer.body if isinstance(answer.body, dict) else {}
+            admission = body.get("admission") or {}
+            if answer.status == 200 and body.get("state") == "admitted" and admission.get("token"):
+                fan.admission = str(admission["token"])
+                seen = self.now()
+                self.queue_waits.append(seen - joined)
+                return None
+            if answer.status == 200 and body.get("state") in ("ended", "left"):
+                return "place-lost"
+            if answer.status == 404 and answer.problem == "not-in-queue":
+                return "place-lost"
+            if self.now() > self.deadline:
+                return "not-admitted"
+            # As a careful client would: before the opening, at the opening (places are drawn
+            # then); after it, as often as the API asks but sooner when the wait is short, so
+            # the wait measured is the room's and not the polling's.
+            every = float(body.get("check_every_seconds") or 1)
+            wait = body.get("estimated_wait_seconds")
+            if isinstance(wait, int | float):
+                every = min(every, max(wait / 2, 1.0))
+            opens = body.get("sale_opens_at")
+            if body.get("state") == "waiting" and isinstance(opens, str):
+                until_open = (dt.datetime.fromisoformat(opens) - dt.datetime.now(dt.UTC)).total_seconds()
+                every = min(every, max(until_open, 0) + random.uniform(0.1, 1.0))
+            if answer.status != 200:
+                await pause(answer, 1)
+            else:
+                await asyncio.sleep(every)
+            answer = await self.client.call("queue me", "GET", f"{path}/me", fan=fan)
 
     # --- the two kinds of load ---
 
     async def fan_loop(self, fan: Fan, go: asyncio.Event) -> None:
         await go.wait()
         await self.listing(fan)
+        if self.args.waiting_room:
+            # Fans arrive over the minutes before an opening, not in one instant.
+            await asyncio.sleep(random.uniform(0, self.args.join_seconds * 0.8))
+            stopped = await self.wait_in_room(fan)
+            if stopped is not None:
+                self.fan_endings[stopped] += 1
+                return
         iteration = 0
         while True:
             if self.now() > self.deadline:
@@ -998,7 +1143,7 @@ class Sale:
             if iteration % 10 == 0:
                 await self.listing(fan)
             outcome = await self.attempt(fan, fan.kind, self.quantity())
-            if outcome in ("sold-out", "cap"):
+            if outcome in ("sold-out", "cap", "window-ended"):
                 ending = outcome
                 break
         self.fan_endings[ending] += 1
@@ -1132,6 +1277,14 @@ class Sale:
             task.cancel()
         self.unsettled = sum(1 for r in open_ if r.state in ("held", "unanswered"))
 
+    async def open_room(self) -> None:
+        """Fans join for ``--join-seconds``; then the sale opens: the room draws their places
+        and starts admitting (the API's copy of the room's settings is at most a second old)."""
+        opens = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.args.join_seconds)
+        await asyncio.to_thread(set_room_opening, self.database, self.event.id, opens)
+        await asyncio.sleep(max((opens - dt.datetime.now(dt.UTC)).total_seconds(), 0))
+        self.opened = self.now()
+
     async def progress(self) -> None:
         """A line every 10 s: a slow or failing sale shows itself while it runs."""
         sent = 0
@@ -1166,6 +1319,7 @@ class Sale:
         self.hard_deadline = self.cutoff = self.deadline + GRACE_SECONDS
         readers = [asyncio.create_task(self.reader(stop)) for _ in range(self.args.readers)]
         ticker = asyncio.create_task(self.progress())
+        opener = asyncio.create_task(self.open_room()) if self.args.waiting_room else None
         go.set()
         try:
             if self.args.rate:
@@ -1184,6 +1338,8 @@ class Sale:
             self.end = self.now()
             stop.set()
             ticker.cancel()
+            if opener is not None:
+                opener.cancel()
             if readers:
                 await asyncio.wait(readers, timeout=5)
                 for task in readers:
@@ -1193,7 +1349,12 @@ class Sale:
 
 
 async def drive(
-    args: argparse.Namespace, base: str, event: Event, fans: list[Fan], mark: Callable[[str], None]
+    args: argparse.Namespace,
+    base: str,
+    event: Event,
+    fans: list[Fan],
+    mark: Callable[[str], None],
+    database: str,
 ) -> tuple[Sale, Recorder]:
     recorder = Recorder()
     connections = (args.max_inflight if args.rate else len(fans)) + args.readers + 4
@@ -1204,7 +1365,7 @@ async def drive(
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers={"Accept-Encoding": "gzip"}
     ) as session:
-        sale = Sale(args, event, fans, Client(session, base, recorder))
+        sale = Sale(args, event, fans, Client(session, base, recorder), database)
         await sale.run(mark)
     return sale, recorder
 
@@ -1705,6 +1866,15 @@ def print_report(report: dict[str, Any]) -> None:
         print("open loop:", ", ".join(f"{k} {v}" for k, v in r["open_loop"].items()))
     else:
         print("fans ended by:", ", ".join(f"{k} x{n}" for k, n in r["fan_endings"].items()))
+    room = report.get("waiting_room")
+    if room:
+        print(
+            f"waiting room: {room['admitted']} fans admitted at {_fmt(room['rate_measured_per_minute'])}/min"
+            f" (setting {room['rate_setting_per_minute']}/min, ratio {_fmt(room['rate_ratio'], 3)}); first"
+            f" {_fmt(room['first_admission_after_opening_s'], 2)} s after opening; queue wait p50"
+            f" {_fmt(room['queue_wait_p50_s'])} s, p99 {_fmt(room['queue_wait_p99_s'])} s;"
+            f" {_fmt(room['tickets_per_s_since_opening'])} tickets/s since opening"
+        )
     print()
     print(
         f"CPU from the start until the worker caught up ({r['cpu_measured_s']} s); idle: cores busy before it"
@@ -1764,7 +1934,8 @@ def record(report: dict[str, Any], path: Path) -> None:
         str(s["worker_daemons"]) if not s["api_url"] else "-",
         f"{s['mode']} x{s['quantity']}",
         " + ".join(f"{n} {what}" for n, what in ((ev["ga"], "GA"), (ev["seats"], "seats")) if n),
-        f"{s['rate']}/s" if s["rate"] else f"{s['fans']} fans",
+        (f"{s['rate']}/s" if s["rate"] else f"{s['fans']} fans")
+        + (f", room {s['waiting_room']}/min" if s.get("waiting_room") else ""),
         _fmt(r["tickets_per_s"]),
         _fmt(r["orders_per_s"]),
         _fmt(r["time_to_sell_out_s"]),
@@ -1883,7 +2054,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     keys = (
         "mode", "quantity", "fans", "rate", "duration", "max_inflight", "readers", "ga", "seats", "api_workers",
         "worker_daemons", "server", "max_seconds", "fan_budget", "request_timeout", "idle_seconds",
-        "drain_seconds", "api_url", "note",
+        "drain_seconds", "api_url", "note", "waiting_room", "join_seconds",
     )  # fmt: skip
     return {k: getattr(args, k) for k in keys}
 
@@ -1897,7 +2068,10 @@ def warnings_for(args: argparse.Namespace) -> list[str]:
             " cap, not the sale, will stop them; use more fans or a smaller event"
         )
     if args.api_url:
-        notes.append("a running stack: its own BOXOFFICE_MAX_TICKETS_PER_FAN applies")
+        notes.append(
+            "a running stack: its own BOXOFFICE_MAX_TICKETS_PER_FAN and BOXOFFICE_RATE_LIMIT_* apply"
+            " (one address for every fan: set the per-address limits off)"
+        )
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
     return notes
@@ -1919,6 +2093,8 @@ def execute(
     event = build_event(
         database, args.ga if args.mode != "seats" else 0, args.seats if args.mode != "ga" else 0, tag
     )
+    if args.waiting_room:
+        enable_room(database, event.id, args.waiting_room)
     fans = make_fans(database, args.fans, tag)
     for fan in fans:
         fan.kind = {"ga": "ga", "seats": "seats"}.get(args.mode, "ga" if fan.n % 2 == 0 else "seats")
@@ -1938,7 +2114,7 @@ def execute(
         print(
             f"event {event.id}: {event.ga} GA places, {event.seats} seats; {len(fans)} fans; go", flush=True
         )
-        sale, rec = asyncio.run(drive(args, base, event, fans, mark))
+        sale, rec = asyncio.run(drive(args, base, event, fans, mark, database))
         pending, waited = drain(meter, args.drain_seconds, redis)
         # Idle backends report their counters about a second after their last transaction.
         time.sleep(1.5)
@@ -1975,6 +2151,7 @@ def execute(
                 checks,
                 facts,
                 {
+                    "waiting_room": room_facts(database, event.id, sale),
                     "drain": {"outbox_pending": pending, "waited_s": waited},
                     "phases_s": {k: round(v, 1) for k, v in phases.items()},
                     "processes": {g.name: g.roots for g in groups},
@@ -2020,6 +2197,7 @@ def run_local(args: argparse.Namespace, data: Path) -> int:
             "BOXOFFICE_DATA_DIR": str(data / "stack"),
             "BOXOFFICE_MAX_TICKETS_PER_FAN": str(FAN_CAP),
             "BOXOFFICE_OFFLINE_PAYMENTS": "true",
+            **RATE_LIMITS,
             "PYTHONUNBUFFERED": "1",
             # The server under test is the checkout this script is in, whatever is installed.
             "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
@@ -2087,6 +2265,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--drain-seconds", type=float, default=60.0, help="wait for the worker to catch up after the sale"
     )
+    parser.add_argument(
+        "--waiting-room",
+        type=int,
+        default=None,
+        metavar="FANS_PER_MINUTE",
+        help="sell through the event's waiting room, admitting this many fans a minute",
+    )
+    parser.add_argument(
+        "--join-seconds",
+        type=float,
+        default=5.0,
+        help="with --waiting-room: fans join this long before the opening",
+    )
     parser.add_argument("--api-url", help="use a running stack (needs --database-url)")
     parser.add_argument("--database-url", help="with --api-url: the running stack's database")
     parser.add_argument(
@@ -2103,6 +2294,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--idle-seconds and --drain-seconds are at least 0; --max-seconds is positive")
     if args.rate is not None and (args.rate <= 0 or args.duration <= 0):
         parser.error("--rate and --duration must be positive")
+    if args.waiting_room is not None and (args.rate or not 1 <= args.waiting_room <= 100_000):
+        parser.error("--waiting-room takes 1 to 100000 fans a minute, and no --rate (fans queue, not orders)")
+    if args.join_seconds <= 0:
+        parser.error("--join-seconds must be positive")
     if args.max_inflight is None:
         args.max_inflight = max(args.fans, 50)
     if bool(args.api_url) != bool(args.database_url):

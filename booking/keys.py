@@ -1,4 +1,4 @@
-"""Signing keys: the Ed25519 key that signs tickets and the HMAC secret for admission tokens.
+"""Signing keys: the Ed25519 key of tickets and admission tokens, and the HMAC secret of ticket links.
 
 Given in settings, they are used as given. Otherwise they are generated once into
 ``<data>/keys`` (readable by the owner only) and reused, so tickets issued before a restart
@@ -222,7 +222,7 @@ def load_signing_keys(settings: Settings) -> SigningKeys:
         key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         token_secret = _stored(key_dir / TOKEN_SECRET_FILE, lambda: secrets.token_bytes(32))
     if len(token_secret) < 32:
-        raise SigningKeyError("the admission-token secret must be at least 32 bytes")
+        raise SigningKeyError("the ticket-link secret (BOXOFFICE_TOKEN_SECRET) must be at least 32 bytes")
     previous = tuple(
         key
         for key in _previous_ticket_keys(settings, key_dir)

@@ -93,6 +93,34 @@ IDEMPOTENCY_REPLAYS = Counter(
     "Requests answered with the stored response of an earlier one with the same Idempotency-Key.",
 )
 
+# --- waiting rooms ------------------------------------------------------------------------
+
+WAITING_ROOM_JOINS = Counter(
+    "boxoffice_waiting_room_joins",
+    "Places given in waiting-room queues (a repeated join keeps its place and is not counted).",
+)
+WAITING_ROOM_ADMISSIONS = Counter(
+    "boxoffice_waiting_room_admissions",
+    "Fans admitted from a waiting room to shop (recorded; each fan once per event).",
+)
+WAITING_ROOM_LAPSED = Counter(
+    "boxoffice_waiting_room_lapsed",
+    "Places lost because the fan stopped checking them for longer than the room's grace.",
+)
+# Set by the admission tick each second: one series per room the daemon ticks.
+WAITING_ROOM_WAITING = Gauge(
+    "boxoffice_waiting_room_waiting",
+    "Fans waiting in an event's waiting room, as the admission tick last counted them.",
+    ["event_id"],
+    multiprocess_mode="livemostrecent",
+)
+RATE_LIMITED = Counter(
+    "boxoffice_rate_limited",
+    "Requests refused with 429, by policy: a rate limit (hold-per-fan, signup-per-address, ...) "
+    "or the sign-in back-off (login-backoff).",
+    ["policy"],
+)
+
 # --- the database pool (per process) ------------------------------------------------------
 
 # Per process (with a shared folder, one series per live pid), by pool: "api", the one pool
@@ -118,6 +146,30 @@ DB_POOL_WAIT = Histogram(
 DB_POOL_TIMEOUTS = Counter(
     "boxoffice_db_pool_timeouts",
     "Waits for a pooled connection that ran out (each answered 503 with Retry-After).",
+)
+
+# --- the payment providers' breakers (per process) ------------------------------------------
+
+# Each API process judges a provider on its own (booking.payments.breaker), so one series per
+# live pid: any 2 means some fans' checkouts are refused with 503 (their holds kept).
+PAYMENT_BREAKER_STATE = Gauge(
+    "boxoffice_payment_breaker_state",
+    "This process's breaker for a payment provider: 0 closed (calls go through), 1 half-open "
+    "(one trial call decides), 2 open (calls paused after repeated provider failures).",
+    ["provider"],
+    multiprocess_mode="liveall",
+)
+PAYMENT_BREAKER_OPENED = Counter(
+    "boxoffice_payment_breaker_opened",
+    "Times a process paused calls to a payment provider: its failures reached the threshold, "
+    "or its trial call after a cool-down failed.",
+    ["provider"],
+)
+PAYMENT_BREAKER_REFUSED = Counter(
+    "boxoffice_payment_breaker_refused",
+    "Checkouts answered 503 without calling the provider while calls to it were paused; "
+    "each fan's hold was kept.",
+    ["provider"],
 )
 
 # --- the scrape itself --------------------------------------------------------------------

@@ -57,6 +57,14 @@ class Topic:
     ORDER_CONFIRMED = "order.confirmed"
     ORDER_REFUNDED = "order.refunded"
     UNITS_CHANGED = "units.changed"
+    # An event's seat map changed in what no sale changes (its tiers, prices, status): the
+    # cached layout is dropped and the map's version moves. Payload ``{"event_id"}``.
+    SEATMAP_CHANGED = "seatmap.changed"
+    # An event was cancelled: its paid orders are to be refunded. Payload ``{"event_id"}``.
+    EVENT_CANCELLED = "event.cancelled"
+    # An order refunded because its event was cancelled: its fan is told. Payload
+    # ``{"order_id", "event_id"}``.
+    ORDER_CANCELLED_BY_EVENT = "order.event_cancelled"
 
 
 # Facts earlier versions wrote; no code writes them now, and the relay drains any left in a

@@ -7,6 +7,8 @@ settings stay a plain value object with no side effects.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -138,7 +140,69 @@ class Settings(BaseSettings):
     )
     token_secret: SecretStr | None = Field(
         default=None,
-        description="HMAC secret for admission tokens. Unset: generated once into the data folder.",
+        description="HMAC secret for the ticket links in emails. Unset: generated once into the data folder.",
+    )
+
+    # Rate limits (api.rate_limits, booking.rate_limits): each is COUNT/WINDOW, the window
+    # a unit (second, minute, hour, day) or a number of them ("20/5 minutes"), or "off".
+    rate_limits: bool = Field(
+        default=True,
+        description="Enforce the rate limits and the sign-in back-off below. Off: none at all.",
+    )
+    rate_limit_signup_per_address: str = Field(default="5/hour", description="POST /fans per client address.")
+    rate_limit_login_per_address: str = Field(default="10/minute", description="POST /sessions per address.")
+    rate_limit_login_per_account: str = Field(default="10/minute", description="POST /sessions per email.")
+    rate_limit_hold_per_fan: str = Field(default="10/minute", description="POST /holds per fan.")
+    rate_limit_hold_per_address: str = Field(default="60/minute", description="POST /holds per address.")
+    rate_limit_renew_per_fan: str = Field(default="10/minute", description="Hold renewals per fan.")
+    rate_limit_renew_per_address: str = Field(default="60/minute", description="Renewals per address.")
+    rate_limit_checkout_per_fan: str = Field(default="10/minute", description="Checkouts per fan.")
+    rate_limit_checkout_per_address: str = Field(default="60/minute", description="Checkouts per address.")
+    rate_limit_queue_per_fan: str = Field(default="10/minute", description="Waiting-room joins per fan.")
+    rate_limit_queue_per_address: str = Field(default="60/minute", description="Joins per address.")
+    login_backoff_failures: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="Consecutive failed sign-ins of one email after which it must wait (0: never).",
+    )
+    login_backoff_address_failures: int = Field(
+        default=20,
+        ge=0,
+        le=10_000,
+        description="Consecutive failed sign-ins from one address after which it must wait (0: never).",
+    )
+    login_backoff_seconds: int = Field(
+        default=30, ge=1, le=3600, description="The first wait; each further failure doubles it."
+    )
+    login_backoff_max_seconds: int = Field(
+        default=900, ge=1, le=86_400, description="The longest wait of the sign-in back-off."
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks (10.0.0.0/8) of proxies whose "
+        "X-Forwarded-For names the client. Unset: none, the peer address is the client.",
+    )
+    payment_breaker_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Payment-provider failures in a row (timeouts, connection errors, 5xx; not "
+        "declines or other 4xx), within the window, after which a process pauses calls to it.",
+    )
+    payment_breaker_window_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="The window those failures must fall in: a run of failures spread wider is "
+        "forgotten, its first ones no longer counted.",
+    )
+    payment_breaker_cooldown_seconds: float = Field(
+        default=30.0,
+        ge=0.1,
+        le=3600,
+        description="How long calls stay paused (checkout answers 503 with Retry-After, holds "
+        "kept) before one trial call goes through; its success resumes them.",
     )
 
     @field_validator("database_url")
@@ -191,6 +255,72 @@ class Settings(BaseSettings):
     def public_base_url(self) -> str:
         """The address fans use, without a trailing slash."""
         return self.public_url or f"http://{self.api_host}:{self.api_port}"
+
+    @field_validator(
+        "rate_limit_signup_per_address",
+        "rate_limit_login_per_address",
+        "rate_limit_login_per_account",
+        "rate_limit_hold_per_fan",
+        "rate_limit_hold_per_address",
+        "rate_limit_renew_per_fan",
+        "rate_limit_renew_per_address",
+        "rate_limit_checkout_per_fan",
+        "rate_limit_checkout_per_address",
+        "rate_limit_queue_per_fan",
+        "rate_limit_queue_per_address",
+        mode="before",
+    )
+    @classmethod
+    def _rate_is_count_per_window(cls, value: object) -> object:
+        if isinstance(value, str):
+            parse_rate(value)
+            return value.strip().lower()
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        proxy_networks(value)
+        return value
+
+
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
+_RATE = re.compile(r"^(\d+)\s*(?:/|per)\s*(\d+)?\s*(second|minute|hour|day)s?$")
+
+
+def parse_rate(text: str) -> tuple[int, int] | None:
+    """``"10/minute"``, ``"20/5 minutes"``, ``"5 per hour"`` as (count, window seconds);
+    ``"off"`` (or empty) as None, no limit.
+
+    Raises:
+        ValueError: anything else, or a count or window of 0.
+    """
+    text = text.strip().lower()
+    if text in ("", "off", "none"):
+        return None
+    match = _RATE.match(text)
+    if match is None:
+        raise ValueError('must be COUNT/WINDOW such as "10/minute" or "20/5 minutes", or "off"')
+    count, multiple, unit = int(match[1]), int(match[2] or 1), match[3]
+    if count < 1 or multiple < 1:
+        raise ValueError("a rate limit's count and window are at least 1")
+    return count, multiple * _UNIT_SECONDS[unit]
+
+
+def proxy_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The networks of a comma-separated list of addresses and networks.
+
+    Raises:
+        ValueError: an entry that is neither.
+    """
+    networks = []
+    for entry in (part.strip() for part in text.split(",")):
+        if entry:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+    return tuple(networks)
 
 
 def describe_error(error: ValidationError) -> str:

@@ -15,10 +15,13 @@ import typer
 # Only light modules here (Typer, Rich, the command declarations): `--help` and `--version`
 # must not load the database, Redis or web stacks. A command imports what it runs inside
 # its own body (see console/cli_common.py).
+from console.cli_catalog import catalog_app
 from console.cli_common import JsonOption, err, fail, first_line, out, settings_of
+from console.cli_events import events_app
 from console.cli_ops import holds_app, orders_app, refunds_app, sale_app
 from console.cli_queues import audit_app, jobs_app, queues_app, staff_app
 from console.cli_tickets import tickets_app
+from console.cli_waiting_room import waiting_room_app
 
 if TYPE_CHECKING:
     from booking.settings import Settings
@@ -44,6 +47,9 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(sale_app, name="sale")
 app.add_typer(refunds_app, name="refunds")
 app.add_typer(tickets_app, name="tickets")
+app.add_typer(waiting_room_app, name="waiting-room")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(events_app, name="events")
 
 
 def _version(value: bool) -> None:
@@ -128,6 +134,12 @@ def up(ctx: typer.Context) -> None:
     raise typer.Exit(code)
 
 
+# Open event streams per API worker, with room to spare: a thousand idle ones cost about
+# 36 MiB and 1% of a core (bench/seatmap_stream.py).
+STREAM_BACKPRESSURE = 8192
+STREAM_SHUTDOWN_SECONDS = 10
+
+
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -171,6 +183,14 @@ def serve(
             # when asked for. Both through booking.logs' handler, not granian's own.
             log_dictconfig=propagate_to_root("_granian", "granian.access"),
             respawn_failed_workers=True,
+            # Granian counts an open event stream (a live seat map) as a request in progress
+            # and, at this bound, stops reading new requests: a worker's thousands of idle
+            # streams must not starve the buying path. The work bound is the app's own
+            # (api.overload); this one only has to stay above it plus the streams.
+            backpressure=STREAM_BACKPRESSURE,
+            # Open streams never end by themselves: a stopping worker cuts them after this
+            # (their clients reconnect elsewhere and resume from their Last-Event-ID).
+            workers_kill_timeout=STREAM_SHUTDOWN_SECONDS,
         ).serve()
         return
     if chosen != "uvicorn":
@@ -191,7 +211,13 @@ def serve(
         # No handlers of uvicorn's own: its lines go to booking.logs' (set up by the app
         # factory in each worker process).
         log_config=None,
-        proxy_headers=True,
+        # Not uvicorn's own X-Forwarded-For handling (it believes any loopback peer): the
+        # client address is the app's to decide, from BOXOFFICE_TRUSTED_PROXIES alone, under
+        # either server (api.rate_limits).
+        proxy_headers=False,
+        # Open event streams never end by themselves: on shutdown uvicorn would wait for
+        # them for ever. After this they are cut; clients reconnect and resume.
+        timeout_graceful_shutdown=STREAM_SHUTDOWN_SECONDS,
     )
 
 

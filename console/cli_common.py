@@ -188,20 +188,24 @@ def ops_database_url(settings: Settings) -> str:
     return info.database_url
 
 
+def ops_redis_url(settings: Settings) -> str:
+    """The configured Redis, else the one of a running ``boxoffice up``."""
+    if settings.redis_url is not None:
+        return settings.redis_url
+    from console.stack import StackInfo
+
+    info = StackInfo.read(settings.data_dir)
+    if info is None:
+        fail("no Redis: set BOXOFFICE_REDIS_URL, or start the local stack with `boxoffice up`")
+    return info.redis_url
+
+
 def ops_redis(settings: Settings) -> Redis:
     """A client for the configured Redis, else the one of a running ``boxoffice up``."""
     from booking.redis_client import sync_client
 
-    url = settings.redis_url
-    if url is None:
-        from console.stack import StackInfo
-
-        info = StackInfo.read(settings.data_dir)
-        if info is None:
-            fail("no Redis: set BOXOFFICE_REDIS_URL, or start the local stack with `boxoffice up`")
-        url = info.redis_url
     # A command typed by a person may wait a little longer than a request.
-    return sync_client(url, command_timeout=5.0)
+    return sync_client(ops_redis_url(settings), command_timeout=5.0)
 
 
 def with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]], subject: str = "") -> T:

@@ -54,6 +54,10 @@ PERIODIC: tuple[Periodic, ...] = (
     Periodic("refunds", 60, "jobs.payments.make_refunds", "default"),
     Periodic("prune-idempotency", 3600, "jobs.maintenance.prune_idempotency_keys", "default"),
     Periodic("prune-outbox", 3600, "jobs.maintenance.prune_outbox", "default"),
+    # On the most urgent queue: a fan waits a second longer for every second it waits.
+    Periodic("admit", 1, "jobs.waiting_room.admit_waiting_fans", "holds"),
+    # Paid orders of cancelled events that the cancellation job left, or that were paid after.
+    Periodic("cancelled-refunds", 60, "jobs.catalog.refund_cancelled_events", "default"),
 )
 
 

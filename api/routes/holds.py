@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.admission import require_admission
 from api.auth import SECURITY
 from booking.accounts.fans import Principal
 from booking.errors import InvalidRequest
@@ -107,9 +108,11 @@ class HoldController(Controller):
         description=(
             "Reserved seats are held all or none; GA places by tier and quantity. The hold lasts "
             "a few minutes (see `expires_at`). Requires an `Idempotency-Key` header: a retry "
-            "with the same key returns the same hold."
+            "with the same key returns the same hold. While the event sells through a waiting "
+            "room, send your admission token as the `Admission-Token` header (403 without a valid "
+            "one; see docs/waiting-room.md)."
         ),
-        opt={"idempotency_key": "required"},
+        opt={"idempotency_key": "required", "rate_limit": "hold"},
     )
     async def create(
         self,
@@ -118,11 +121,14 @@ class HoldController(Controller):
         fan: NamedDependency[Principal],
         data: JSONBody[HoldRequest],
     ) -> HoldOut:
+        selection = _selection(data)
+        # An event selling through a waiting room needs the fan's admission (api.admission).
+        await require_admission(request, db_session, fan.fan_id, data.event_id)
         view = await holds.create_hold(
             db_session,
             owner=Owner(fan_id=fan.fan_id),
             event_id=data.event_id,
-            selection=_selection(data),
+            selection=selection,
             policy=policy_of(request),
         )
         bind(hold_id=view.id)
@@ -143,6 +149,7 @@ class HoldController(Controller):
         status_code=200,
         summary="Renew a hold",
         description="Adds the hold time again from now; at most twice, never past 15 minutes from creation.",
+        opt={"rate_limit": "renew"},
     )
     async def renew(
         self,

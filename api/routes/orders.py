@@ -14,6 +14,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.admission import require_admission_for_hold
 from api.auth import SECURITY, provide_fan
 from api.routes.holds import Money, policy_of
 from api.schemas import Text, TicketKeySet
@@ -163,10 +164,15 @@ class CheckoutController(Controller):
             "answers with its order. `status` is `confirmed` (the order exists), `failed` (pay "
             "again), `pending` (wait: the result arrives by webhook or reconciliation) or "
             "`refund_required` (paid after the seats went to someone else; refunded automatically). "
-            "Idempotent by the hold: no Idempotency-Key is needed, and one sent is not used."
+            "Idempotent by the hold: no Idempotency-Key is needed, and one sent is not used. "
+            "While the payment provider is failing, payments pause: 503 `payment-provider-paused` "
+            "at once, with `Retry-After`; nothing is charged and the hold keeps its seats "
+            "(its state unchanged, its deadline extended as a checkout would). While the event "
+            "sells through a waiting room, send your admission token as the `Admission-Token` "
+            "header, as for the hold."
         ),
         # Under overload a paying fan is served before new holds (api.overload).
-        opt={"idempotency_key": "natural", "admission": "finish"},
+        opt={"idempotency_key": "natural", "admission": "finish", "rate_limit": "checkout"},
     )
     async def checkout(
         self,
@@ -182,6 +188,8 @@ class CheckoutController(Controller):
             # Checked before anything changes: a bad card number must not move the hold.
             method["card_number"] = offline.card_number({"card_number": data.card_number or ""})
         bind(hold_id=hold_id)
+        # An event selling through a waiting room needs the fan's admission (api.admission).
+        await require_admission_for_hold(request, fan.fan_id, hold_id)
         log.info("checkout started", provider=data.provider)
         settled = await payments.checkout(
             request.app.state.sessionmaker,
@@ -190,6 +198,9 @@ class CheckoutController(Controller):
             hold_id=hold_id,
             method=method,
             policy=policy_of(request),
+            # The process's own verdict on the provider: while it is paused, answered 503
+            # at once with the hold kept (booking.payments.breaker).
+            breaker=gateways.breaker(data.provider),
         )
         log_settlement(settled)
         return CheckoutOut(

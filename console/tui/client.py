@@ -69,5 +69,12 @@ class StaffClient:
         response = await self._send("POST", path, json=body if body is not None else {}, headers=headers)
         return response.json() if response.content else None
 
+    async def put(self, path: str, body: dict[str, Any]) -> Any:
+        response = await self._send("PUT", path, json=body)
+        return response.json() if response.content else None
+
     async def delete(self, path: str) -> None:
         await self._send("DELETE", path)
+
+    async def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return (await self._send("PATCH", path, json=body)).json()

@@ -21,6 +21,11 @@ from tests.factories import SmallEvent, make_event
 PUBLIC = "public"  # anyone, same answer
 FAN = "fan"  # a signed-in fan, about their own things: anonymous 401, another fan 404
 SELF = "self"  # a signed-in fan, about themself (no id of someone else to try)
+# A signed-in fan, about their own place in an event's waiting room: the event here has none
+# to be in (tests/api/test_waiting_room_http.py walks a fan through one).
+ROOM = "room"
+# Anyone, and the answer never ends: not called here (tests/api/test_seatmap_stream.py).
+STREAM = "stream"
 
 # (method, path template) -> who may call it, and the request body when one is needed.
 MATRIX: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
@@ -32,6 +37,7 @@ MATRIX: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ("GET", "/events/{event_id:str}"): (PUBLIC, None),
     ("GET", "/events/{event_id:str}/seatmap"): (PUBLIC, None),
     ("GET", "/events/{event_id:str}/availability"): (PUBLIC, None),
+    ("GET", "/events/{event_id:str}/seatmap/stream"): (STREAM, None),
     ("GET", "/ticket-key"): (PUBLIC, None),
     ("GET", "/ticket-keys"): (PUBLIC, None),
     ("GET", "/.well-known/jwks.json"): (PUBLIC, None),
@@ -57,6 +63,10 @@ MATRIX: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ("GET", "/tickets/{ticket_id:uuid}"): (FAN, None),
     ("GET", "/tickets/{ticket_id:uuid}/qr.svg"): (FAN, None),
     ("GET", "/tickets/{ticket_id:uuid}/ticket.pdf"): (FAN, None),
+    ("POST", "/events/{event_id:str}/queue"): (ROOM, None),
+    ("GET", "/events/{event_id:str}/queue/me"): (ROOM, None),
+    ("DELETE", "/events/{event_id:str}/queue/me"): (ROOM, None),
+    ("GET", "/events/{event_id:str}/queue/me/stream"): (ROOM, None),
 }
 
 
@@ -145,6 +155,8 @@ async def test_anonymous_callers_get_401_on_every_fan_route(
 ) -> None:
     ids = await _owned(api, fan_a, event)
     for (method, template), (who, body) in MATRIX.items():
+        if who == STREAM:
+            continue
         status = await _call(api, method, _fill(template, ids), _body(body, ids), {})
         if who == PUBLIC:
             assert status != 401, (method, template)

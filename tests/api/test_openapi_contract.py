@@ -42,6 +42,7 @@ from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.admission import ADMISSION_TOKEN
 from api.auth import BEARER, STAFF_BEARER
 from api.idempotency import MAX_BODY
 from api.openapi import (
@@ -68,6 +69,11 @@ _READ_BY_PROBLEM = {
     problem_type("idempotency-key-reused"): IDEMPOTENCY_KEY,
     problem_type("webhook-signature-invalid"): STRIPE_SIGNATURE,
     problem_type("webhook-timestamp-stale"): STRIPE_SIGNATURE,
+    problem_type("admission-token-invalid"): ADMISSION_TOKEN,
+    problem_type("admission-token-expired"): ADMISSION_TOKEN,
+    problem_type("admission-token-other-fan"): ADMISSION_TOKEN,
+    problem_type("admission-token-other-event"): ADMISSION_TOKEN,
+    problem_type("admission-revoked"): ADMISSION_TOKEN,
 }
 
 
@@ -519,6 +525,36 @@ def _working_requests(w: World, seatmap_etag: str) -> list[Step]:
         Step("POST", f"/staff/refunds/{uuid.uuid4()}/retry", "/staff/refunds/{refund_id}/retry", 404, call),
         Step("POST", f"/staff/events/{ev}/pause", "/staff/events/{event_id}/pause", 200, call),
         Step("POST", f"/staff/events/{ev}/resume", "/staff/events/{event_id}/resume", 200, call),
+        # The event has no waiting room: a fan has no queue to be in, and staff make one
+        # (left disabled, so the holds here need no admission).
+        Step("POST", f"/events/{ev}/queue", "/events/{event_id}/queue", 409, fan),
+        Step("GET", f"/events/{ev}/queue/me", "/events/{event_id}/queue/me", 409, fan),
+        Step("GET", f"/events/{ev}/queue/me/stream", "/events/{event_id}/queue/me/stream", 409, fan),
+        Step("DELETE", f"/events/{ev}/queue/me", "/events/{event_id}/queue/me", 409, fan),
+        Step("GET", f"/staff/events/{ev}/waiting-room", "/staff/events/{event_id}/waiting-room", 404, call),
+        Step(
+            "PUT",
+            f"/staff/events/{ev}/waiting-room",
+            "/staff/events/{event_id}/waiting-room",
+            200,
+            call,
+            {"rate_per_minute": 600},
+        ),
+        Step("GET", f"/staff/events/{ev}/waiting-room", "/staff/events/{event_id}/waiting-room", 200, call),
+        Step(
+            "POST",
+            f"/staff/events/{ev}/waiting-room/pause",
+            "/staff/events/{event_id}/waiting-room/pause",
+            200,
+            call,
+        ),
+        Step(
+            "POST",
+            f"/staff/events/{ev}/waiting-room/resume",
+            "/staff/events/{event_id}/waiting-room/resume",
+            200,
+            call,
+        ),
         Step(
             "POST",
             "/staff/checkin",

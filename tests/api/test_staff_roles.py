@@ -71,6 +71,40 @@ STAFF_MATRIX: dict[tuple[str, str], tuple[frozenset[StaffRole], dict[str, Any] |
     ("POST", "/staff/jobs/{job_id:str}/requeue"): (frozenset({CALL, ADMIN}), None),
     ("DELETE", "/staff/jobs/{job_id:str}"): (frozenset({CALL, ADMIN}), None),
     ("POST", "/staff/jobs/requeue-failed"): (frozenset({CALL, ADMIN}), {"queue": "no-such-queue"}),
+    ("GET", "/staff/events/{event_id:uuid}/waiting-room"): (frozenset({CALL, ADMIN}), None),
+    ("PUT", "/staff/events/{event_id:uuid}/waiting-room"): (
+        frozenset({CALL, ADMIN}),
+        {"rate_per_minute": 600},
+    ),
+    ("POST", "/staff/events/{event_id:uuid}/waiting-room/pause"): (frozenset({CALL, ADMIN}), None),
+    ("POST", "/staff/events/{event_id:uuid}/waiting-room/resume"): (frozenset({CALL, ADMIN}), None),
+    # Only admin changes (or reads the drafts of) the catalog.
+    ("GET", "/staff/catalog/venues"): (frozenset({ADMIN}), None),
+    ("GET", "/staff/catalog/events"): (frozenset({ADMIN}), None),
+    ("POST", "/staff/catalog/events"): (
+        frozenset({ADMIN}),
+        {
+            "title": "Nobody's Gig",
+            "performer": "Nobody",
+            "category": "music",
+            "venue": "no-such-venue",
+            "starts_at": "2031-05-01T19:30:00Z",
+            "onsale_starts_at": "2031-04-01T09:00:00Z",
+        },
+    ),
+    ("GET", "/staff/catalog/events/{event_id:uuid}"): (frozenset({ADMIN}), None),
+    ("PATCH", "/staff/catalog/events/{event_id:uuid}"): (frozenset({ADMIN}), {"title": "Renamed"}),
+    ("PUT", "/staff/catalog/events/{event_id:uuid}/tiers"): (
+        frozenset({ADMIN}),
+        {"currency": "GBP", "tiers": [{"name": "All", "price_minor": 1000, "sections": ["Stalls"]}]},
+    ),
+    ("PATCH", "/staff/catalog/events/{event_id:uuid}/prices"): (
+        frozenset({ADMIN}),
+        {"prices": [{"tier": "All", "price_minor": 900}]},
+    ),
+    ("POST", "/staff/catalog/events/{event_id:uuid}/on-sale"): (frozenset({ADMIN}), None),
+    ("POST", "/staff/catalog/events/{event_id:uuid}/off-sale"): (frozenset({ADMIN}), None),
+    ("POST", "/staff/catalog/events/{event_id:uuid}/cancel"): (frozenset({ADMIN}), None),
 }
 
 
