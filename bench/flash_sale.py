@@ -1088,6 +1088,9 @@ class Sale:
         path = f"/events/{self.event.id}/queue"
         joined = self.now()
         answer = await self.client.call("queue join", "POST", path, fan=fan)
+        # Until the room has the fan (a join refused by the in-flight bound, or a place lost),
+        # the next call is a join.
+        joining = answer.status != 200
         while True:
             body = answer.body if isinstance(answer.body, dict) else {}
             admission = body.get("admission") or {}
@@ -1098,8 +1101,8 @@ class Sale:
                 return None
             if answer.status == 200 and body.get("state") in ("ended", "left"):
                 return "place-lost"
-            if answer.status == 404 and answer.problem == "not-in-queue":
-                return "place-lost"
+            if answer.status == 404 and answer.problem == "queue-place-not-found":
+                joining = True
             if self.now() > self.deadline:
                 return "not-admitted"
             # As a careful client would: before the opening, at the opening (places are drawn
@@ -1117,7 +1120,11 @@ class Sale:
                 await pause(answer, 1)
             else:
                 await asyncio.sleep(every)
-            answer = await self.client.call("queue me", "GET", f"{path}/me", fan=fan)
+            if joining:
+                answer = await self.client.call("queue join", "POST", path, fan=fan)
+                joining = answer.status != 200
+            else:
+                answer = await self.client.call("queue me", "GET", f"{path}/me", fan=fan)
 
     # --- the two kinds of load ---
 
