@@ -183,7 +183,9 @@ def _refuse(refusal: Refusal, as_json: bool) -> NoReturn:
     raise typer.Exit(1)
 
 
-@tickets_app.command("verify")
+# A code starts with its key id in base64url, which may begin with "-": it is the code, not
+# an option (``--`` before it works too).
+@tickets_app.command("verify", context_settings={"ignore_unknown_options": True})
 def verify_command(
     ctx: typer.Context,
     token: Annotated[str, typer.Argument(metavar="TOKEN", help="The ticket code (what its QR code holds).")],

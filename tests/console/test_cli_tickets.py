@@ -268,3 +268,14 @@ def test_the_command_loads_no_database_layer_or_web_framework(tmp_path: Path, ke
     )
     assert "LOADED []" in ran.stderr, ran.stderr
     assert json.loads(ran.stdout)["reason"] == "unknown_key"
+
+
+def test_a_code_whose_key_id_starts_with_a_dash_is_a_code_not_an_option(tmp_path: Path) -> None:
+    # A key id is base64url, so one key in 64 gives codes that begin with "-".
+    key = next(k for k in iter(Ed25519PrivateKey.generate, None) if key_id(k.public_key()).startswith("-"))
+    pem = tmp_path / "ticket-key.pem"
+    pem.write_text(public_pem(key))
+    token = sign_ticket(key, **CLAIMS)
+    assert verify(token, "--keys", str(pem)).exit_code == 0
+    assert verify("--keys", str(pem), "--", token).exit_code == 0
+    assert verify("-not-a-code", "--keys", str(pem)).exit_code == 1
