@@ -408,3 +408,23 @@ async def test_a_declined_intent_is_cancelled_at_stripe_once_its_hold_gives_up(
     with pytest.raises(FakeStripeError):
         fake.confirm(ref, card=CARD_SUCCESS)
     assert await payments.failed_to_close(session) == []
+
+
+async def test_one_key_created_by_many_at_once_is_one_offline_payment(gateway: OfflineGateway) -> None:
+    # The key and its ref are both unique: creates racing on one key must all wait for the
+    # first and replay it, never fail on the ref (as fifty checkouts of one hold at once did).
+    key = f"race-{uuid.uuid4()}"
+    method = {"card_number": offline.SUCCESS}
+    for _ in range(5):
+        answers = await asyncio.gather(
+            *(
+                gateway.create(
+                    idempotency_key=key, amount_minor=1000, currency="GBP", method=method, metadata={}
+                )
+                for _ in range(20)
+            ),
+            return_exceptions=True,
+        )
+        assert not [a for a in answers if isinstance(a, BaseException)], answers
+        assert len({a.ref for a in answers if isinstance(a, GatewayPayment)}) == 1
+        key = f"race-{uuid.uuid4()}"
