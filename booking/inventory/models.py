@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, UniqueConstraint, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from booking.db import Base, state_enum
@@ -40,7 +40,19 @@ class InventoryUnit(Base):
             " OR (state = 'sold' AND order_id IS NOT NULL AND hold_id IS NULL AND held_until IS NULL)",
             name="state_owner_consistent",
         ),
-        UniqueConstraint("event_id", "seat_id"),
+        # A seat is on sale once per event. Partial, like the owner indexes below: a unit's
+        # row is rewritten (not updated in place) at every state change, since its state is
+        # indexed, and each rewrite adds an entry to every index whose predicate it meets; GA
+        # places (no seat) and units nobody holds or bought add none here.
+        Index(
+            "uq_inventory_units_event_id_seat_id",
+            "event_id",
+            "seat_id",
+            unique=True,
+            postgresql_where=text("seat_id IS NOT NULL"),
+        ),
+        Index("ix_inventory_units_hold_id", "hold_id", postgresql_where=text("hold_id IS NOT NULL")),
+        Index("ix_inventory_units_order_id", "order_id", postgresql_where=text("order_id IS NOT NULL")),
         Index("ix_inventory_units_claim", "event_id", "price_tier_id", "state"),
         # The GA claim's next free places, lowest id first, without walking past sold ones.
         Index(
@@ -65,7 +77,7 @@ class InventoryUnit(Base):
     state: Mapped[UnitState] = mapped_column(
         state_enum(UnitState, "state"), server_default=UnitState.AVAILABLE.value
     )
-    hold_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("holds.id"), index=True)
+    hold_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("holds.id"))
     held_until: Mapped[dt.datetime | None]
-    order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id"))
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=text("now()"))

@@ -36,6 +36,8 @@ class Order(Base):
         CheckConstraint("total_minor >= 0", name="total_not_negative"),
         CheckConstraint(CURRENCY_CHECK, name="currency_iso"),
         Index("ix_orders_fan_created", "fan_id", "created_at"),
+        # The fan's cap counts the fan's tickets for one event inside every hold statement.
+        Index("ix_orders_fan_event", "fan_id", "event_id"),
         Index("ix_orders_event_state", "event_id", "state"),
     )
 
@@ -70,10 +72,15 @@ class OrderItem(Base):
             unique=True,
             postgresql_where=text("state = 'active'"),
         ),
+        # An order's items, and its active ones for the fan's cap: with the order id alone
+        # the planner's generic plan for the cap met the active-unit index instead and read
+        # every active item of the event.
+        Index("ix_order_items_order_state", "order_id", "state"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    # Indexed with the state (see ``ix_order_items_order_state``).
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
     unit_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("inventory_units.id"))
     price_tier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("price_tiers.id"))
     price_minor: Mapped[int] = mapped_column(BigInteger)
