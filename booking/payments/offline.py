@@ -97,7 +97,9 @@ class OfflineGateway:
         ref = "off_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
         async with self.sessions() as session:
             # One round trip for a new key; a replayed one (the insert did nothing) reads the
-            # row stored for it, which the insert waited for if it was being written.
+            # row stored for it, which the insert waited for if it was being written. Each is
+            # a whole transaction by itself (autocommit): no BEGIN and COMMIT round trips.
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             created = await _CREATE.rows(
                 session,
                 {
