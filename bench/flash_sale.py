@@ -597,10 +597,14 @@ class Meter:
     database counters at the barrier and at the end. The bench's own statements on its
     connection are counted so they can be taken out again."""
 
-    def __init__(self, groups: list[Group], database: str, statements: bool) -> None:
+    def __init__(
+        self, groups: list[Group], database: str, statements: bool, redis: str | None = None
+    ) -> None:
         self.groups = groups
         self.statements = statements
         self.conn = psycopg.connect(_libpq(database), autocommit=True)
+        self.redis = redis
+        self.commands: dict[str, dict[str, int]] = {}
         self.own_queries = 0
         self.cpu: dict[str, dict[str, float | None]] = {}
         self.wall: dict[str, float] = {}
@@ -619,6 +623,7 @@ class Meter:
                 f"SELECT {', '.join(DB_COUNTERS)} FROM pg_stat_database WHERE datname = current_database()"
             )[0]
             self.db[label] = dict(zip(DB_COUNTERS, (int(v or 0) for v in row), strict=True))
+            self.commands[label] = self.valkey_commands()
             self.tables[label] = {
                 name: [int(v or 0) for v in values]
                 for name, *values in self.query(
@@ -632,6 +637,37 @@ class Meter:
                     self.query("SELECT pg_stat_statements_reset()")
                 except psycopg.Error:
                     self.statements = False
+
+    def valkey_commands(self) -> dict[str, int]:
+        """Calls per command so far (``INFO commandstats``); empty when it cannot be asked.
+        Every command is a round trip for some process (scripts count as one), so the delta
+        per order is the buying path's Redis cost; the bench's own INFO calls are left out."""
+        if self.redis is None:
+            return {}
+        import redis as redis_sync
+
+        try:
+            client = redis_sync.Redis.from_url(self.redis, socket_timeout=5)
+            try:
+                stats = client.info("commandstats")
+            finally:
+                client.close()
+        except (redis_sync.RedisError, OSError):
+            return {}
+        return {
+            name.removeprefix("cmdstat_"): int(value["calls"])
+            for name, value in stats.items()
+            if isinstance(value, dict) and name != "cmdstat_info"
+        }
+
+    def command_delta(self, orders: int) -> dict[str, float]:
+        """Valkey commands per order between the barrier and the end, most frequent first."""
+        before, after = self.commands.get("start", {}), self.commands.get("done", {})
+        if not orders or not after:
+            return {}
+        delta = {name: (calls - before.get(name, 0)) / orders for name, calls in after.items()}
+        ranked = sorted(((n, round(d, 2)) for n, d in delta.items() if d >= 0.005), key=lambda i: -i[1])
+        return dict([("all", round(sum(delta.values()), 2)), *ranked])
 
     def cpu_delta(self, until: str, since: str = "start") -> dict[str, float | None]:
         out: dict[str, float | None] = {}
@@ -1817,6 +1853,7 @@ def summarize(
             "cpu_ms_per_ticket": per_ticket,
             "db": db,
             "tables_per_order": meter.table_delta(orders),
+            "valkey_commands_per_order": meter.command_delta(orders),
             "db_per_order": db_per_order,
             "pg_stat_statements": statements,
         },
@@ -1900,6 +1937,12 @@ def print_report(report: dict[str, Any]) -> None:
         )
     print()
     print("database per order:", ", ".join(f"{k} {_fmt(v, 2)}" for k, v in r["db_per_order"].items()))
+    if r.get("valkey_commands_per_order"):
+        commands = r["valkey_commands_per_order"]
+        print(
+            "valkey commands per order:",
+            ", ".join(f"{k} {_fmt(v, 2)}" for k, v in list(commands.items())[:12]),
+        )
     print()
     for check in report["audit"]["checks"]:
         print(f"{'PASS' if check['ok'] else 'FAIL'}  {check['name']}: {check['detail']}")
@@ -2106,7 +2149,7 @@ def execute(
     for fan in fans:
         fan.kind = {"ga": "ga", "seats": "seats"}.get(args.mode, "ga" if fan.n % 2 == 0 else "seats")
     notes = warnings_for(args)
-    meter = Meter(groups, database, statements)
+    meter = Meter(groups, database, statements, redis)
     profiler: Profiler | None = None
     if args.profile:
         (logs.parent / "profile").mkdir(exist_ok=True)
