@@ -38,6 +38,11 @@ async def fan_principal(state: Any, token: str, session: AsyncSession | None = N
             principal = await fans.authenticate(session, token)
         else:
             async with state.sessionmaker() as own:
+                # One read, a transaction by itself (autocommit): it ends without the
+                # ROLLBACK a closed session sends, and psycopg drops every statement it
+                # prepared on a connection when that connection rolls back, so each such
+                # read made the buying path's next statements parse and plan afresh.
+                await own.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                 principal = await fans.authenticate(own, token)
         cache.put(token, principal, now)
     return principal

@@ -131,7 +131,9 @@ def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # error messages, which end up in logs.
     options: dict[str, Any] = {
         "pool_recycle": 1800,
-        "connect_args": {"options": f"-c lock_timeout={LOCK_TIMEOUT}"},
+        # psycopg's automatic preparing off: it deallocates every prepared statement of a
+        # connection at each rollback, the buying path's own (``booking.sqltext``) included.
+        "connect_args": {"options": f"-c lock_timeout={LOCK_TIMEOUT}", "prepare_threshold": None},
         "hide_parameters": True,
     }
     if "poolclass" not in kwargs:
