@@ -15,6 +15,7 @@ Every daemon beats: a heartbeat thread rewrites its record in Redis every few se
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing.process
 import signal
@@ -31,6 +32,7 @@ from booking import metrics
 from booking.logs import log_scope
 from booking.redis_client import sync_client
 from daemon.periodic import start_ticker, task_of
+from jobs.db import JobLoop
 from jobs.heartbeat import DEFAULT_INTERVAL, Heartbeat, TickerBeat
 from jobs.queues import QUEUES
 
@@ -53,6 +55,26 @@ def queue(redis: Redis, name: str = "default") -> Queue:
     return Queue(name, connection=redis)
 
 
+class LoopJob(Job):
+    """A job whose coroutine runs on its worker's ``JobLoop`` rather than on a new loop of
+    its own (RQ's ``asyncio.run``), so the jobs of one worker share a loop and the database
+    pool that belongs to it. Without a loop (a worker of another kind fetched it) it runs
+    as any RQ job."""
+
+    job_loop: JobLoop | None = None
+
+    def _execute(self) -> Any:
+        # RQ's Job._execute, with the loop the worker handed over in place of asyncio.run.
+        if self.job_loop is None:
+            return super()._execute()
+        if not self.func:
+            raise ValueError("Cannot execute job: function is None")
+        result = self.func(*self.args, **self.kwargs)
+        if asyncio.iscoroutine(result):
+            return self.job_loop.run(result)
+        return result
+
+
 class TickingWorker(SimpleWorker):
     """An rq worker that runs jobs in its own process and keeps its ticker process alive.
 
@@ -66,7 +88,13 @@ class TickingWorker(SimpleWorker):
     Without a ticker no periodic job is enqueued (no outbox relay, no sweeper), and nothing
     else would notice: so between jobs the worker checks the ticker and starts a new one if
     it died. The check runs in the worker's main loop, between jobs.
+
+    Its async jobs all run on one event loop of the worker's (see ``jobs.db.JobLoop``), and
+    so share a small database pool instead of connecting once per job; the loop and its
+    connections are closed when the worker stops.
     """
+
+    job_class = LoopJob
 
     def __init__(
         self, *args: Any, ticker: Ticker | None = None, beats: Heartbeat | None = None, **kwargs: Any
@@ -75,6 +103,13 @@ class TickingWorker(SimpleWorker):
         self.ticker = ticker
         # Not ``heartbeat``: that is RQ's own method, renewing the worker's registration.
         self.beats = beats
+        self.job_loop = JobLoop()
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        try:
+            return bool(super().work(*args, **kwargs))
+        finally:
+            self.job_loop.close()
 
     # rq sizes its pop and its socket timeout from worker_ttl (20 s and 30 s here): a stalled
     # Redis would hang the worker half a minute before it noticed.
@@ -94,6 +129,8 @@ class TickingWorker(SimpleWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         # Every line logged while the job runs, its own and rq's about it (a failure's
         # traceback too), names the job; the job's code binds its holds and orders to it.
+        if isinstance(job, LoopJob):
+            job.job_loop = self.job_loop
         with log_scope(job_id=job.id, job_func=job.func_name):
             super().execute_job(job, queue)
 
