@@ -1,8 +1,8 @@
 """Database plumbing: the declarative base, engines and sessions.
 
-Engines are created per event loop by their owner (the API's lifespan, a job, a CLI
-command) and never shared across loops: RQ runs every async job on a fresh loop, and an
-asyncpg/psycopg connection is bound to the loop that opened it.
+Engines are created per event loop by their owner (the API's lifespan, the worker daemon's
+job loop, a job run elsewhere, a CLI command) and never shared across loops: a psycopg
+connection is bound to the loop that opened it.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from booking.settings import get_settings
 
 
 async def check_database() -> dict[str, str | int]:
-    """Ask PostgreSQL for its clock from inside a worker. The engine lives and dies within
-    this job's event loop: RQ runs each async job on a fresh loop."""
+    """Ask PostgreSQL for its clock from inside a worker, on an engine of its own that lives
+    and dies with the call: a diagnostic, so it does not depend on the job loop's pool."""
     settings = get_settings()
     if settings.database_url is None:
         raise RuntimeError("the worker has no BOXOFFICE_DATABASE_URL")
