@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 import weakref
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from sqlalchemy import ColumnElement, literal_column
@@ -61,8 +61,12 @@ class HotStatement:
     """
 
     _numbers = itertools.count()
+    # Every statement made (the buying path's are made at import), for the test that
+    # prepares each one.
+    made: ClassVar[weakref.WeakSet[HotStatement]] = weakref.WeakSet()
 
     def __init__(self, statement: str) -> None:
+        HotStatement.made.add(self)
         self.text = statement
         names: list[str] = []
         for name in _NAMED.findall(statement):
