@@ -235,6 +235,7 @@ async def test_outbox_and_queue_gauges_tell_the_backlog_as_it_is(
     ) == (0, 0)
 
     fan = await _fan(session)
+    began = time.monotonic()
     for seat in event.seat_ids[:3]:
         await _hold(live, fan, {"event_id": str(event.event_id), "seat_ids": [seat]})
     await session.execute(
@@ -253,7 +254,10 @@ async def test_outbox_and_queue_gauges_tell_the_backlog_as_it_is(
         redis.close()
     backlog = await scrape(live)
     assert backlog.value("boxoffice_outbox_pending") == 3
-    assert 40 <= backlog.value("boxoffice_outbox_oldest_pending_age_seconds") < 100
+    # At least the 40 s it was aged by, and no more than that plus what this test has taken
+    # since the facts were written (the drain above can take a while on a busy machine).
+    oldest = backlog.value("boxoffice_outbox_oldest_pending_age_seconds")
+    assert 40 <= oldest <= 40 + (time.monotonic() - began) + 5
     # Relaying the event's own facts may have queued a search refresh before: counted from there.
     assert _moved(empty, backlog, "boxoffice_queue_depth", queue="default") == 2
     assert backlog.value("boxoffice_queue_depth", queue="holds") == 0

@@ -276,10 +276,14 @@ def test_dead_servers_are_restarted_and_a_killed_up_leaves_no_second_server(tmp_
         assert set(answers[:-1]) <= {503}, answers
 
         # The supervisor killed outright: its children follow it, the servers (daemons) stay...
-        children = [c.pid for c in psutil.Process(first.process.pid).children(recursive=True)]
+        descendants = psutil.Process(first.process.pid).children(recursive=True)
+        named = {c.pid: " ".join(c.cmdline()[:4]) for c in descendants}
         first.process.kill()
         first.process.wait(timeout=10)
-        assert wait_gone(children, timeout=15) == []
+        # Each finishes what it was doing first (a worker its current job, an API process its
+        # open requests), which on a busy machine can take a while after two restarts.
+        left = wait_gone(list(named), timeout=30)
+        assert left == [], ([named[pid] for pid in left], first.output[-2000:])
         assert len(_servers_on(data_dir / "valkey", "valkey")) == 1
         assert len(_servers_on(data_dir / "postgres", "postgres")) == 1
 
