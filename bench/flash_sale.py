@@ -83,6 +83,7 @@ import psutil
 import psycopg
 from argon2 import PasswordHasher
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
 from rq.registry import StartedJobRegistry
 from sqlalchemy.engine import make_url
@@ -647,15 +648,13 @@ class Meter:
         per order is the buying path's Redis cost; the bench's own INFO calls are left out."""
         if self.redis is None:
             return {}
-        import redis as redis_sync
-
         try:
-            client = redis_sync.Redis.from_url(self.redis, socket_timeout=5)
+            client = Redis.from_url(self.redis, socket_timeout=5)
             try:
                 stats = client.info("commandstats")
             finally:
                 client.close()
-        except (redis_sync.RedisError, OSError):
+        except (RedisError, OSError):
             return {}
         return {
             name.removeprefix("cmdstat_"): int(value["calls"])
