@@ -307,23 +307,21 @@ def _claim_sql(kind: str, *, capped: bool) -> str:
         # from a random point the walk is about quantity / share-still-free rows long and
         # rival claims rarely meet. GA places of a tier are interchangeable, so which ones a
         # fan gets does not matter.
-        # The candidates' reads name the table ``u``: the statement's text must stay within
-        # what psycopg caches parsed (see ``HotStatement``).
-        tier = "u.event_id = :event_id AND u.price_tier_id = :tier_id"
-        free = f"FROM inventory_units u WHERE {tier} AND u.state = 'available'"
+        tier = "inventory_units.event_id = :event_id AND inventory_units.price_tier_id = :tier_id"
+        free = f"FROM inventory_units WHERE {tier} AND inventory_units.state = 'available'"
         pick = (
-            f"SELECT u.id {free}"  # noqa: S608 (constants, made at import)
-            " AND u.id >= (SELECT pick_from FROM new)"
-            " ORDER BY u.id LIMIT :quantity FOR UPDATE SKIP LOCKED),"
-            f" wrapped AS (SELECT u.id {free}"
-            " AND u.id < (SELECT pick_from FROM new)"
+            f"SELECT inventory_units.id {free}"  # noqa: S608 (constants, made at import)
+            " AND inventory_units.id >= (SELECT pick_from FROM new)"
+            " ORDER BY inventory_units.id LIMIT :quantity FOR UPDATE SKIP LOCKED),"
+            f" wrapped AS (SELECT inventory_units.id {free}"
+            " AND inventory_units.id < (SELECT pick_from FROM new)"
             " AND (SELECT count(*) FROM free) < :quantity"
-            " ORDER BY u.id LIMIT :quantity FOR UPDATE SKIP LOCKED),"
-            " stale AS (SELECT u.id FROM inventory_units u"
-            f" WHERE {tier} AND u.state = 'held' AND u.held_until < now()"
+            " ORDER BY inventory_units.id LIMIT :quantity FOR UPDATE SKIP LOCKED),"
+            " stale AS (SELECT inventory_units.id FROM inventory_units"
+            f" WHERE {tier} AND inventory_units.state = 'held' AND inventory_units.held_until < now()"
             " AND EXISTS (SELECT 1 FROM new)"
             " AND (SELECT count(*) FROM free) + (SELECT count(*) FROM wrapped) < :quantity"
-            " ORDER BY u.id LIMIT :quantity FOR UPDATE SKIP LOCKED),"
+            " ORDER BY inventory_units.id LIMIT :quantity FOR UPDATE SKIP LOCKED),"
             " picked AS (SELECT id FROM free UNION ALL SELECT id FROM wrapped UNION ALL SELECT id FROM stale"
             " LIMIT :quantity"
         )
@@ -331,7 +329,7 @@ def _claim_sql(kind: str, *, capped: bool) -> str:
         # Two probes of the free-places index (its two ends), not a scan.
         pick_from = (
             "(SELECT lo + floor(random() * (hi - lo + 1))::bigint FROM"  # noqa: S608 (constants)
-            f" (SELECT min(u.id) AS lo, max(u.id) AS hi {free}) AS span)"
+            f" (SELECT min(inventory_units.id) AS lo, max(inventory_units.id) AS hi {free}) AS span)"
         )
     else:
         sale_extra = ""
