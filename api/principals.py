@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from booking.accounts import fans
+from booking.db import each_statement_commits
 
 
 def bearer_of(header: str) -> str | None:
@@ -38,11 +39,9 @@ async def fan_principal(state: Any, token: str, session: AsyncSession | None = N
             principal = await fans.authenticate(session, token)
         else:
             async with state.sessionmaker() as own:
-                # One read, a transaction by itself (autocommit): it ends without the
-                # ROLLBACK a closed session sends, and psycopg drops every statement it
-                # prepared on a connection when that connection rolls back, so each such
-                # read made the buying path's next statements parse and plan afresh.
-                await own.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+                # One read: without the ROLLBACK a closed session sends, which made the
+                # buying path's next statements on the connection parse and plan afresh.
+                await each_statement_commits(own)
                 principal = await fans.authenticate(own, token)
         cache.put(token, principal, now)
     return principal

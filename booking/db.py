@@ -150,6 +150,17 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+async def each_statement_commits(session: AsyncSession) -> None:
+    """Run this fresh session's statements in autocommit: each is a whole transaction by
+    itself. For a session of one statement (or of reads that stand alone): no ``BEGIN`` and
+    no ``COMMIT`` round trips, and no ``ROLLBACK`` when it closes, which matters because
+    psycopg forgets what it prepared on a connection at each rollback.
+
+    Call it before the session's first statement; its ``commit`` and ``rollback`` then do
+    nothing on the server."""
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 @asynccontextmanager
 async def engine_scope(url: str, **kwargs: Any) -> AsyncIterator[AsyncEngine]:
     """An engine that lives exactly as long as the block (and so, its event loop)."""

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from booking.db import each_statement_commits
 from booking.errors import InvalidRequest
 from booking.payments.gateway import (
     GatewayError,
@@ -98,8 +99,8 @@ class OfflineGateway:
         async with self.sessions() as session:
             # One round trip for a new key; a replayed one (the insert did nothing) reads the
             # row stored for it, which the insert waited for if it was being written. Each is
-            # a whole transaction by itself (autocommit): no BEGIN and COMMIT round trips.
-            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            # a whole transaction by itself.
+            await each_statement_commits(session)
             created = await _CREATE.rows(
                 session,
                 {
